@@ -7,31 +7,7 @@ import json
 import pytest
 
 from vaecore.cli import main
-from vaecore.testing import shared_data_dir
-
-CONFIG = """
-[data]
-name = "mnist"
-root = "{root}"
-train_size = 800
-valid_size = 200
-test_size = 200
-
-[model]
-latent_dim = 2
-encoder = {{ hidden = [64] }}
-decoder = {{ hidden = [64] }}
-
-[train]
-epochs = 2
-batch_size = 50
-lr = 3e-3
-keep_every = 1
-progress = false
-
-[eval]
-nll_samples = 10
-"""
+from vaecore.testing import shared_data_dir, write_config
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +16,13 @@ def run(tmp_path_factory):
     if root is None:
         pytest.skip("shared/data is not beside this checkout")
     tmp = tmp_path_factory.mktemp("analysis")
-    cfg = tmp / "mnist.toml"
-    cfg.write_text(CONFIG.format(root=root))
+    config = {
+        "data": {"name": "mnist", "root": root, "train_size": 800, "valid_size": 200, "test_size": 200},
+        "model": {"latent_dim": 2, "encoder": {"hidden": [64]}, "decoder": {"hidden": [64]}},
+        "train": {"epochs": 2, "batch_size": 50, "lr": 3e-3, "keep_every": 1, "progress": False},
+        "eval": {"nll_samples": 10},
+    }
+    cfg = write_config(tmp / "mnist.toml", config)
     assert main(["train", str(cfg), "--out", str(tmp / "run")]) == 0
     return tmp / "run"
 

@@ -10,22 +10,7 @@ import numpy as np
 import pytest
 
 from vaecore.cli import main
-
-CONFIG = """
-[data]
-name = "npz"
-path = "{path}"
-
-[model]
-latent_dim = 2
-encoder = {{ hidden = [16] }}
-decoder = {{ hidden = [16] }}
-
-[train]
-epochs = 2
-batch_size = 20
-progress = false
-"""
+from vaecore.testing import write_config
 
 
 @pytest.fixture
@@ -33,9 +18,12 @@ def config_file(tmp_path):
     rng = np.random.default_rng(0)
     x = (rng.random((200, 10)) < 0.3).astype(np.uint8)
     np.savez(tmp_path / "toy.npz", x_train=x[:150], x_valid=x[150:175], x_test=x[175:])
-    path = tmp_path / "toy.toml"
-    path.write_text(CONFIG.format(path=tmp_path / "toy.npz"))
-    return path
+    config = {
+        "data": {"name": "npz", "path": tmp_path / "toy.npz"},
+        "model": {"latent_dim": 2, "encoder": {"hidden": [16]}, "decoder": {"hidden": [16]}},
+        "train": {"epochs": 2, "batch_size": 20, "progress": False},
+    }
+    return write_config(tmp_path / "toy.toml", config)
 
 
 def run_cli(*args, cwd=None):
@@ -85,8 +73,7 @@ def test_debug_shows_the_traceback(tmp_path):
 
 def test_data_that_does_not_fit_the_likelihood(tmp_path, capsys):
     np.savez(tmp_path / "real.npz", x_train=np.linspace(-3, 3, 600).reshape(60, 10), x_test=np.zeros((5, 10)))
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(f'[data]\nname = "npz"\npath = "{tmp_path / "real.npz"}"\n')
+    cfg = write_config(tmp_path / "c.toml", {"data": {"name": "npz", "path": tmp_path / "real.npz"}})
     assert main(["train", str(cfg), "--out", str(tmp_path / "run")]) == 4
     assert (
         "does not fit model.likelihood: the bernoulli likelihood needs inputs in [0, 1], the data spans [-3, 3]"

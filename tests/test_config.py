@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import tomllib
 
 from tests.recording_plugins import ALL
 from vaecore import ConfigError
 from vaecore.config import apply_overrides, config_to_dict, dump_config, load_config
-from vaecore.testing import load, make_registry, tiny_config
+from vaecore.testing import load, make_registry, merge, tiny_config, write_config
 
 
 @pytest.fixture
@@ -124,3 +125,16 @@ def test_resolved_config_round_trips(tmp_path, registry):
     assert config_to_dict(again) == config_to_dict(config)
     assert [e.id for e in again.plugins] == ["recorder1", "recorder2"]
     assert again.plugins[0].options.scale == 2.0
+
+
+def test_write_config_round_trips(tmp_path, registry):
+    stack = [{"name": "recorder", "tag": "a", "scale": 2.0}, {"name": "recorder"}]
+    raw = tiny_config(stack, data={"name": "npz", "path": tmp_path / "x.npz"}, train={"kl_warmup": {"start": 0.1}})
+    path = write_config(tmp_path / "sub" / "c.toml", raw)
+    assert path == tmp_path / "sub" / "c.toml"
+    again = load_config(path, registry=registry)
+    assert again.data.path == str(tmp_path / "x.npz")  # a Path is written as its string
+    as_text = merge(raw, {"data": {"path": str(tmp_path / "x.npz")}})
+    assert tomllib.loads(path.read_text()) == as_text
+    assert config_to_dict(again) == config_to_dict(load(as_text, registry))
+    assert [(e.id, e.options.scale) for e in again.plugins] == [("recorder1", 2.0), ("recorder2", 1.0)]

@@ -124,6 +124,8 @@ def test_binarize_and_digits_options_are_validated():
         load(tiny_config(data={"digits": [0, -1]}))
     with pytest.raises(ConfigError, match=r"data.valid_holdout: must be > 0, got 0"):
         load(tiny_config(data={"valid_holdout": 0}))
+    with pytest.raises(ConfigError, match=r"data.subset: must be one of 'first', 'random', got 'middle'"):
+        load(tiny_config(data={"subset": "middle"}))
 
 
 # subsets and hold-out ------------------------------------------------------------------------
@@ -142,6 +144,36 @@ def test_digit_subsets(tmp_path):
         _load(path, digits=[42])
     with pytest.raises(DataError, match="has no labels to select on"):
         _load(_intensity_npz(tmp_path, labels=False), digits=[0])
+
+
+def test_random_subsets_are_seeded_and_keep_labels_with_their_rows(tmp_path):
+    gen = np.random.default_rng(0)
+    arrays = {}
+    for name, rows in (("train", 200), ("valid", 60), ("test", 60)):
+        arrays[f"x_{name}"] = gen.random((rows, 8), dtype=np.float32)
+        arrays[f"y_{name}"] = np.arange(rows)  # a row's label is its place in the file
+    path = tmp_path / "rows.npz"
+    np.savez(path, **arrays)
+    sizes = {"train": 30, "valid": 10, "test": 10}
+    kw = {f"{name}_size": n for name, n in sizes.items()}
+    full, first = _load(path), _load(path, **kw)
+    drawn, again = _load(path, subset="random", **kw), _load(path, subset="random", **kw)
+    other_seed = _load(path, subset="random", seed=1, **kw)
+    for name, n in sizes.items():
+        split, rows = drawn.split(name), drawn.split(name).y
+        assert len(split) == n
+        assert rows.tolist() == sorted(set(rows.tolist()))  # distinct rows, in file order
+        assert torch.equal(split.x, full.split(name).x[rows])  # each label stays with its image
+        assert torch.equal(rows, again.split(name).y) and torch.equal(split.x, again.split(name).x)
+        assert not torch.equal(rows, other_seed.split(name).y)
+        assert not torch.equal(rows, first.split(name).y)
+        assert torch.equal(first.split(name).y, torch.arange(n))  # the default is still the first rows
+    assert not torch.equal(drawn.valid.y, drawn.test.y)  # each split is drawn on its own
+    # the intensities of dynamic binarization follow their rows; sizes left unset keep every row
+    dynamic = _load(path, subset="random", binarize="dynamic", **kw)
+    assert torch.equal(dynamic.train.y, drawn.train.y) and torch.equal(dynamic.train.probs, drawn.train.x)
+    assert len(_load(path, subset="random", train_size=30).test) == 60
+    assert full.train.sample(None, 0) is full.train and full.train.sample(500, 0) is full.train
 
 
 def test_valid_holdout(tmp_path):

@@ -20,31 +20,11 @@ import torch
 
 from vaecore.checkpoint import load_checkpoint
 from vaecore.config import load_config
+from vaecore.testing import tiny_config, write_config
 from vaecore.trainer import Trainer
 
-CONFIG = """
-[data]
-name = "npz"
-path = "{path}"
 
-[model]
-latent_dim = 4
-encoder = {{ hidden = [32] }}
-decoder = {{ hidden = [32] }}
-
-[train]
-epochs = {epochs}
-batch_size = 60
-lr = 3e-3
-progress = false
-eval_batch_size = 100
-
-[eval]
-nll_samples = 20
-"""
-
-
-def write_config(tmp_path, epochs):
+def config_file(tmp_path, epochs):
     data = tmp_path / "data.npz"
     if not data.exists():
         rng = np.random.default_rng(0)
@@ -52,9 +32,12 @@ def write_config(tmp_path, epochs):
         labels = rng.integers(0, 5, 840)
         x = (protos[labels] ^ (rng.random((840, 24)) < 0.1)).astype(np.uint8)
         np.savez(data, x_train=x[:600], x_valid=x[600:720], x_test=x[720:])
-    path = tmp_path / f"cfg{epochs}.toml"
-    path.write_text(CONFIG.format(path=data, epochs=epochs))
-    return path
+    config = tiny_config(
+        data={"name": "npz", "path": data},
+        train={"epochs": epochs, "batch_size": 60, "lr": 3e-3, "eval_batch_size": 100},
+        eval={"nll_samples": 20},
+    )
+    return write_config(tmp_path / f"cfg{epochs}.toml", config)
 
 
 def torchrun(config, out, *extra):
@@ -81,7 +64,7 @@ def single_process(config_path, out, noise_seed=None):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp")
-    cfg3 = write_config(tmp, 3)
+    cfg3 = config_file(tmp, 3)
     torchrun(cfg3, tmp / "ddp")
     return tmp, cfg3
 
@@ -110,7 +93,7 @@ def test_distributed_run_folder_written_once_with_synced_eval(runs):
 
 def test_resumed_distributed_run_continues_exactly(runs):
     tmp, cfg3 = runs
-    cfg1 = write_config(tmp, 1)
+    cfg1 = config_file(tmp, 1)
     torchrun(cfg1, tmp / "resumed")
     torchrun(cfg3, tmp / "resumed", "--resume")
     full = load_checkpoint(tmp / "ddp" / "checkpoints" / "last.pt")["model"]

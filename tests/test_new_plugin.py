@@ -21,7 +21,7 @@ import tomllib
 from vaecore.cli import main
 from vaecore.plugin_manager import PluginRegistry
 from vaecore.scaffold import class_name, new_plugin
-from vaecore.testing import synthetic_dataset, write_npz
+from vaecore.testing import synthetic_dataset, tiny_config, write_config, write_npz
 
 NAME = "kitdemo"
 
@@ -144,36 +144,9 @@ def test_trains_in_a_stack_with_ne(installed):
         pytest.skip("the ne plugin is not installed")
     root, python = installed
     data = write_npz(synthetic_dataset(n=128, dim=16), root / "tiny.npz")
-    config = root / "stack.toml"
-    config.write_text(
-        f"""
-[data]
-name = "npz"
-path = "{data}"
-
-[model]
-latent_dim = 4
-encoder = {{ hidden = [32] }}
-decoder = {{ hidden = [32] }}
-
-[train]
-epochs = 2
-batch_size = 32
-progress = false
-
-[eval]
-nll_samples = 5
-probes = false
-
-[[plugins]]
-name = "{NAME}"
-weight = 0.5
-
-[[plugins]]
-name = "ne"
-weight = 1.0
-"""
-    )
+    stack = [{"name": NAME, "weight": 0.5}, {"name": "ne", "weight": 1.0}]
+    raw = tiny_config(stack, data={"name": "npz", "path": data}, eval={"nll_samples": 5, "probes": False})
+    config = write_config(root / "stack.toml", raw)
     out = root / "run"
     trained = run([str(python), "-m", "vaecore.cli", "train", str(config), "--out", str(out)])
     assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]

@@ -11,7 +11,7 @@ import tomllib
 from vaecore.cli import main
 from vaecore.errors import ConfigError
 from vaecore.sweep import expand, parse_grid, split_values, to_csv, to_markdown
-from vaecore.testing import synthetic_dataset, write_npz
+from vaecore.testing import synthetic_dataset, write_config, write_npz
 
 
 def test_values_split_at_top_level_commas():
@@ -67,28 +67,13 @@ def test_tables():
 def config(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
     data = write_npz(synthetic_dataset(n=128, dim=16), root / "tiny.npz")
-    path = root / "base.toml"
-    path.write_text(
-        f"""
-[data]
-name = "npz"
-path = "{data}"
-
-[model]
-latent_dim = 4
-encoder = {{ hidden = [16] }}
-decoder = {{ hidden = [16] }}
-
-[train]
-epochs = 1
-batch_size = 32
-
-[eval]
-nll_samples = 5
-probes = false
-"""
-    )
-    return path
+    config = {
+        "data": {"name": "npz", "path": data},
+        "model": {"latent_dim": 4, "encoder": {"hidden": [16]}, "decoder": {"hidden": [16]}},
+        "train": {"epochs": 1, "batch_size": 32},
+        "eval": {"nll_samples": 5, "probes": False},
+    }
+    return write_config(root / "base.toml", config)
 
 
 def test_a_bad_grid_value_stops_before_any_run(config, tmp_path, capsys):

@@ -93,7 +93,7 @@ class ModelConfig:
 
 @attrs.define(kw_only=True)
 class DataConfig:
-    """Which dataset, where to find it, and optional subsets (the first n rows) for quick runs."""
+    """Which dataset, where to find it, and optional subsets (the first n rows, or n at random) for quick runs."""
 
     name: str = "binarized_mnist"
     path: str | None = None
@@ -101,6 +101,11 @@ class DataConfig:
     train_size: int | None = attrs.field(default=None, validator=v.gt(0))
     valid_size: int | None = attrs.field(default=None, validator=v.gt(0))
     test_size: int | None = attrs.field(default=None, validator=v.gt(0))
+    subset: str = attrs.field(default="first", validator=v.one_of(("first", "random")))
+    """Which rows ``train_size``/``valid_size``/``test_size`` keep: ``first``, the first n rows of
+    each split (the first MNIST test digits are easier than the rest); ``random``, n rows drawn
+    without replacement, kept in their file order, by a numpy generator seeded from ``seed`` and
+    the split's name (each split drawn on its own; the same seed always gives the same rows)."""
     # the synthetic 2-D sets (circle, infinity, mog, sparse): training size, noise std, seed
     n_points: int | None = attrs.field(default=None, validator=v.gt(0))
     noise: float | None = attrs.field(default=None, validator=v.ge(0))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
+import zlib
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -182,8 +183,16 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     ds = binarize(ds, cfg.binarize, cfg.seed)
     return Dataset(
         name=ds.name,
-        train=ds.train.head(cfg.train_size),
-        valid=ds.valid.head(cfg.valid_size),
-        test=ds.test.head(cfg.test_size),
+        train=subset(ds.train, cfg.train_size, cfg, "train"),
+        valid=subset(ds.valid, cfg.valid_size, cfg, "valid"),
+        test=subset(ds.test, cfg.test_size, cfg, "test"),
         binary=ds.binary,
     )
+
+
+def subset(split: Split, n: int | None, cfg: DataConfig, name: str) -> Split:
+    """The ``data.subset`` of n rows of one split: the first n, or n drawn at random with a seed
+    made from ``data.seed`` and the split's name (so each split is drawn on its own)."""
+    if cfg.subset == "random":
+        return split.sample(n, zlib.crc32(f"vaecore-subset:{cfg.seed}:{name}".encode()))
+    return split.head(n)

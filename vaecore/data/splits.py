@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import attrs
+import numpy as np
 import torch
 
 from vaecore.hooktypes import Batch
@@ -31,11 +32,25 @@ class Split:
     def index(self) -> torch.Tensor:
         return torch.arange(len(self))
 
+    def rows(self, index: torch.Tensor | slice) -> Split:
+        """The rows at ``index`` (indices or a slice), with their labels and intensities."""
+        return Split(
+            self.x[index], None if self.y is None else self.y[index], None if self.probs is None else self.probs[index]
+        )
+
     def head(self, n: int | None) -> Split:
         """The first n rows (all when n is None or larger than the split)."""
         if n is None or n >= len(self):
             return self
-        return Split(self.x[:n], None if self.y is None else self.y[:n], None if self.probs is None else self.probs[:n])
+        return self.rows(slice(0, n))
+
+    def sample(self, n: int | None, seed: int) -> Split:
+        """n rows drawn without replacement by ``numpy.random.default_rng(seed)``, kept in the
+        split's order (all when n is None or larger than the split). A seed always gives the same rows."""
+        if n is None or n >= len(self):
+            return self
+        index = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
+        return self.rows(torch.from_numpy(index))
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
         """Minibatches in a random order drawn from ``generator``, or in order when it is None.

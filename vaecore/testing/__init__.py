@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import tomli_w
 import torch
 
 from vaecore.build import build_model
@@ -107,6 +108,26 @@ def run_training(
 
 
 # the plugin-author kit ------------------------------------------------------------------------
+
+
+def write_config(path: str | Path, raw: dict[str, Any]) -> Path:
+    """Write a raw config dict (as :func:`tiny_config` gives) as a TOML file, for tests that run
+    ``vaecore train``/``sweep`` or a subprocess on a config file; returns the path.
+
+    Paths anywhere in ``raw`` (``data.path = tmp_path / "x.npz"``) are written as strings. To test
+    malformed TOML or the text itself, write the text instead."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: plain(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [plain(item) for item in value]
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(tomli_w.dumps(plain(raw)))
+    return p
 
 
 def write_npz(dataset: Dataset, path: str | Path) -> Path:
