@@ -16,6 +16,7 @@ from vaecore.hookspecs import HOOK_API_VERSION, hookimpl, hookspec
 from vaecore.hooktypes import Batch, Bound, EpochResult, ModelInfo, StepContext, Term
 from vaecore.model import VAE, ForwardOutput
 from vaecore.plugin_manager import PluginRegistry, PluginStack
+from vaecore.restore import LoadedRun, load_run
 from vaecore.trainer import Trainer
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "DiagonalGaussian",
     "EpochResult",
     "ForwardOutput",
+    "LoadedRun",
     "ModelInfo",
     "NonFiniteError",
     "PluginError",
@@ -46,4 +48,5 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "load_config",
+    "load_run",
 ]

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import load_trained
 
 from vaecore.config import load_config
 from vaecore.data import load_dataset
+from vaecore.restore import load_run
 from vaecore.trainer import Trainer
 
 HERE = Path(__file__).parent
@@ -83,7 +83,7 @@ def main() -> None:
                 stdout=subprocess.DEVNULL,
             )
         evaluation = json.loads((run_dir / "eval.json").read_text())
-        model, _ = load_trained(run_dir)  # the checkpoint vaecore eval evaluated (best)
+        model = load_run(run_dir).model  # the checkpoint vaecore eval evaluated (best)
         torch.manual_seed(123)
         with torch.no_grad():
             samples = model.sample_prior(len(test)).reshape(len(test), -1).numpy()

@@ -17,10 +17,10 @@ import math
 from pathlib import Path
 
 import torch
-from _common import load_trained
 
 from vaecore.config import load_config
 from vaecore.data.synthetic import INFINITY_SCALE
+from vaecore.restore import load_run
 from vaecore.trainer import Trainer
 
 HERE = Path(__file__).parent
@@ -71,7 +71,8 @@ def main() -> None:
             if not (run_dir / "checkpoints" / "last.pt").exists():
                 config = load_config(HERE / f"{data}_{method}.toml", overrides)
                 Trainer(config, run_dir).fit()
-            model, dataset = load_trained(run_dir, "last")
+            run = load_run(run_dir, ["eval.checkpoint=last"])
+            model, dataset = run.model, run.dataset
             torch.manual_seed(1000 + seed)
             with torch.no_grad():
                 x = model.sample_prior(args.samples)
