@@ -60,6 +60,7 @@ def stack(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", "vaecore", "tests", "plugins", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", "vaecore", "tests", "plugins", "benchmarks", "docs", "noxfile.py")
 
 
 @nox.session

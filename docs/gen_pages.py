@@ -51,7 +51,7 @@ WHEN = {
 FIELD_NOTES = {
     "data.name": "`binarized_mnist` (shipped), `mnist`, `fashion_mnist` (from the data folder), `npz` (`path`), "
     "or a synthetic 2-D set (`circle`, `infinity`, `mog`, `sparse`)",
-    "data.path": "the `.npz` file of `name = \"npz\"` (`x_train`, `x_test`, optional `x_valid`, `y_*`)",
+    "data.path": 'the `.npz` file of `name = "npz"` (`x_train`, `x_test`, optional `x_valid`, `y_*`)',
     "data.root": "the data folder of `mnist`/`fashion_mnist` (default: `VAECORE_DATA`)",
     "data.train_size": "keep only n training rows, the first or random ones (`subset`), for quick runs",
     "data.valid_size": "keep only n validation rows (`subset`)",
@@ -130,7 +130,7 @@ def rst_to_md(text: str) -> str:
         if match:
             out.append(f"- `{match.group(1)}`: {_inline(match.group(2))}")
         elif line.startswith(":return:"):
-            out.append(f"- returns: {_inline(line[len(':return:'):].strip())}")
+            out.append(f"- returns: {_inline(line[len(':return:') :].strip())}")
         elif line.startswith("    ") and out and out[-1].startswith("- "):
             out.append("  " + _inline(line.strip()))
         else:

@@ -31,7 +31,7 @@ METHODS: dict[str, dict[str, str]] = {
     "as": {
         "title": "VAE-AS: the auxiliary softmax multiclassifier",
         "paper": "Y. Li. *Improve Variational Autoencoder with Auxiliary Softmax Multiclassifier*.",
-        "entries": "`as` (a Python keyword: give the entry an `id`, e.g. `id = \"vae_as\"`)",
+        "entries": '`as` (a Python keyword: give the entry an `id`, e.g. `id = "vae_as"`)',
     },
     "intel": {
         "title": "InteL-VAE: intermediary latent spaces",

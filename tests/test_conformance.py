@@ -141,8 +141,11 @@ class Default:
 
 
 def suite(cls: type, **attributes):
-    return type(f"Suite{cls.__name__}", (PluginConformance,), {"plugin_name": "bad", "plugin_class": cls,
-                                                              "partners": (), **attributes})()
+    return type(
+        f"Suite{cls.__name__}",
+        (PluginConformance,),
+        {"plugin_name": "bad", "plugin_class": cls, "partners": (), **attributes},
+    )()
 
 
 @pytest.fixture(scope="module")

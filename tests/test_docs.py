@@ -84,8 +84,10 @@ def test_method_pages_are_made_from_the_plugin_readmes(tmp_path):
     hooks = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hooks)
     readme = tmp_path / "README.md"
-    readme.write_text("# vaecore-ne-plugin\n\nSee [the example](examples/a.toml) and [paper](https://x.org).\n"
-                      "![curve](figs/c.png)\n\n```sh\n# a comment\n```\n")
+    readme.write_text(
+        "# vaecore-ne-plugin\n\nSee [the example](examples/a.toml) and [paper](https://x.org).\n"
+        "![curve](figs/c.png)\n\n```sh\n# a comment\n```\n"
+    )
     page = hooks.method_page("ne", readme)
     assert page.startswith("# NE-VAE")
     assert "\n## vaecore-ne-plugin\n" in page

@@ -100,8 +100,22 @@ def installed(tmp_path_factory):
     made = run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)])
     assert made.returncode == 0, made.stderr
     python = venv / "bin" / "python"
-    pip = run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
-               "--no-build-isolation", "--no-index", "-e", str(root / NAME)])
+    pip = run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-e",
+            str(root / NAME),
+        ]
+    )
     assert pip.returncode == 0, pip.stdout + pip.stderr
     return root, python
 
@@ -120,19 +134,29 @@ def test_appears_in_vaecore_plugins(installed):
 def test_passes_its_own_tests_and_the_conformance_suite(installed):
     root, python = installed
     report = root / "junit.xml"
-    result = run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}"],
-                 cwd=root / NAME)
+    result = run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}"], cwd=root / NAME)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     cases = ET.parse(report).getroot().iter("testcase")
     outcome = {}
     for case in cases:
-        status = "skipped" if case.find("skipped") is not None else "failed" if (
-            case.find("failure") is not None or case.find("error") is not None) else "passed"
+        status = (
+            "skipped"
+            if case.find("skipped") is not None
+            else "failed"
+            if (case.find("failure") is not None or case.find("error") is not None)
+            else "passed"
+        )
         outcome[f"{case.get('classname').split('.')[-1]}::{case.get('name')}"] = status
     conformance = {k: v for k, v in outcome.items() if k.startswith("TestConformance::")}
-    for test in ("registers_with_no_pending_hooks", "options_round_trip_through_the_config",
-                 "bad_options_are_refused_with_their_path", "hooks_keep_shapes_and_gradients",
-                 "state_survives_a_checkpoint_round_trip", "deterministic_under_a_seed", "composes_with_itself"):
+    for test in (
+        "registers_with_no_pending_hooks",
+        "options_round_trip_through_the_config",
+        "bad_options_are_refused_with_their_path",
+        "hooks_keep_shapes_and_gradients",
+        "state_survives_a_checkpoint_round_trip",
+        "deterministic_under_a_seed",
+        "composes_with_itself",
+    ):
         assert conformance[f"TestConformance::test_{test}"] == "passed", test
     if "ne" in PluginRegistry():
         assert conformance["TestConformance::test_composes_with_installed_plugins[ne]"] == "passed"

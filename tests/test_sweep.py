@@ -47,8 +47,10 @@ def test_expand_is_the_product_first_key_slowest():
 
 
 def test_tables():
-    rows = [{"run": "a", "k": "1", "status": "done", "epoch": 2, "nll": 12.3456789, "au": 3},
-            {"run": "b", "k": "2", "status": "failed", "epoch": ""}]
+    rows = [
+        {"run": "a", "k": "1", "status": "done", "epoch": 2, "nll": 12.3456789, "au": 3},
+        {"run": "b", "k": "2", "status": "failed", "epoch": ""},
+    ]
     columns = ["run", "k", "status", "epoch", "nll", "au"]
     assert to_markdown(rows, columns).splitlines() == [
         "| run | k | status | epoch | nll | au |",
@@ -87,8 +89,20 @@ def test_a_bad_grid_value_stops_before_any_run(config, tmp_path, capsys):
 
 def test_a_2x2_sweep_gathers_four_rows_and_skips_finished_runs(config, tmp_path, capsys):
     out = tmp_path / "grid"
-    argv = ["sweep", str(config), "--grid", "train.lr=0.001,0.003", "--grid", "model.latent_dim=2,3",
-            "--jobs", "2", "--out", str(out), "--set", "train.seed=7"]
+    argv = [
+        "sweep",
+        str(config),
+        "--grid",
+        "train.lr=0.001,0.003",
+        "--grid",
+        "model.latent_dim=2,3",
+        "--jobs",
+        "2",
+        "--out",
+        str(out),
+        "--set",
+        "train.seed=7",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
 
@@ -99,7 +113,11 @@ def test_a_2x2_sweep_gathers_four_rows_and_skips_finished_runs(config, tmp_path,
     assert columns[:5] == ["run", "train.lr", "model.latent_dim", "status", "epoch"]
     assert {"elbo", "rec", "kl", "nll", "au"} <= set(columns)
     assert [(r["train.lr"], r["model.latent_dim"]) for r in rows] == [
-        ("0.001", "2"), ("0.001", "3"), ("0.003", "2"), ("0.003", "3")]
+        ("0.001", "2"),
+        ("0.001", "3"),
+        ("0.003", "2"),
+        ("0.003", "3"),
+    ]
     assert {r["status"] for r in rows} == {"done"}
     for r in rows:
         run_config = tomllib.loads((out / r["run"] / "config.toml").read_text())

@@ -67,7 +67,7 @@ def render(text: str, values: dict[str, str]) -> str:
         text = text.replace("{{" + key + "}}", value)
     if "{{" in text:
         start = text.index("{{")
-        raise ScaffoldError(f"template placeholder left unfilled: {text[start:start + 30]!r}")
+        raise ScaffoldError(f"template placeholder left unfilled: {text[start : start + 30]!r}")
     return text
 
 

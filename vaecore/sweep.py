@@ -244,8 +244,12 @@ def run_sweep(
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.json").write_text(
         json.dumps(
-            {"config": str(config), "grid": dict(grid), "overrides": list(overrides),
-             "runs": {s.name: s.overrides for s in specs}},
+            {
+                "config": str(config),
+                "grid": dict(grid),
+                "overrides": list(overrides),
+                "runs": {s.name: s.overrides for s in specs},
+            },
             indent=2,
         )
         + "\n",

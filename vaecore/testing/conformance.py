@@ -156,8 +156,10 @@ class PluginConformance:
                 else name
                 for name in self.partner_names()
             ]
-            metafunc.parametrize("conformance_partner", params or [pytest.param(None, marks=pytest.mark.skip(
-                reason="no partner plugin to compose with"))])
+            metafunc.parametrize(
+                "conformance_partner",
+                params or [pytest.param(None, marks=pytest.mark.skip(reason="no partner plugin to compose with"))],
+            )
 
     @pytest.fixture(scope="class")
     def conformance_dataset(self) -> Dataset:
@@ -175,8 +177,9 @@ class PluginConformance:
         """Two epochs of the plugin alone, trained once per class and shared by the run tests."""
         torch.set_num_threads(1)
         out = tmp_path_factory.mktemp("reference") / "run"
-        run_training(self.raw_config([self.entry()], **RUN_SECTIONS), out, conformance_dataset,
-                     self.conformance_registry())
+        run_training(
+            self.raw_config([self.entry()], **RUN_SECTIONS), out, conformance_dataset, self.conformance_registry()
+        )
         return out
 
     def _claims(self, registry: PluginRegistry, name: str) -> set[str]:
@@ -325,8 +328,9 @@ class PluginConformance:
         resumed = tmp_path / "resumed"
         raw = self.raw_config([self.entry()], **merge(RUN_SECTIONS, {"train": {"epochs": 1}}))
         run_training(raw, resumed, conformance_dataset, registry)
-        run_training(self.raw_config([self.entry()], **RUN_SECTIONS), resumed, conformance_dataset, registry,
-                     resume=True)
+        run_training(
+            self.raw_config([self.entry()], **RUN_SECTIONS), resumed, conformance_dataset, registry, resume=True
+        )
         assert _records(resumed) == _records(reference_run), "a resumed run differs from an uninterrupted one"
         assert _eval(resumed) == _eval(reference_run)
 
@@ -347,8 +351,9 @@ class PluginConformance:
         """The same config and seed give the same numbers, epoch by epoch, and the same evaluation."""
         torch.set_num_threads(1)
         again = tmp_path / "again"
-        run_training(self.raw_config([self.entry()], **RUN_SECTIONS), again, conformance_dataset,
-                     self.conformance_registry())
+        run_training(
+            self.raw_config([self.entry()], **RUN_SECTIONS), again, conformance_dataset, self.conformance_registry()
+        )
         assert _records(again) == _records(reference_run)
         assert _eval(again) == _eval(reference_run)
 

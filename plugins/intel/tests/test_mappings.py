@@ -171,11 +171,13 @@ def test_cluster_pushes_points_apart():
     # clusters separate: the smallest gap between two clusters' points (away from the boundaries)
     # grows far beyond that of y
     far = along > 3.0
+
     def gap(points):
         return min(
             float(torch.cdist(points[far & (k == a)], points[far & (k == b)]).min())
             for a, b in ((0, 1), (1, 2), (0, 2))
         )
+
     assert gap(z) > gap(y) + 2.0
     # the fraction of points in each cluster is the sector's proportion (prior mass)
     assert torch.allclose(torch.bincount(k, minlength=3).double() / len(k), probs, atol=0.03)

@@ -160,17 +160,13 @@ class IntelPlugin(nn.Module):
                         f"intel: sectors {sectors} need {2 * len(sectors)} latent dimensions (one plane each), "
                         f"latent_dim is {d}"
                     )
-                self.logits = nn.ParameterList(
-                    nn.Parameter(torch.zeros(k), requires_grad=bool(learn)) for k in sectors
-                )
+                self.logits = nn.ParameterList(nn.Parameter(torch.zeros(k), requires_grad=bool(learn)) for k in sectors)
         elif self.mapping == "sparse":
             self.selector = M.DimensionSelector(d, o.get("hidden"), o.get("activation"), o.get("floor"))
         elif self.mapping == "hierarchical":
             sizes = o.level_sizes if o.level_sizes is not None else M.even_levels(d, o.get("levels"))
             if sum(sizes) != d or min(sizes) < 1:
-                raise ValueError(
-                    f"intel: hierarchical levels {sizes} must be positive and sum to latent_dim = {d}"
-                )
+                raise ValueError(f"intel: hierarchical levels {sizes} must be positive and sum to latent_dim = {d}")
             self.hierarchy = M.Hierarchy(sizes, o.get("hidden"), o.get("activation"))
 
     # the map --------------------------------------------------------------------------------
@@ -274,4 +270,3 @@ class IntelPlugin(nn.Module):
                 return {"norm_mean": float(norms.mean()), "norm_min": float(norms.min())}
             ds = self.selector(mu)
             return {"ds_mean": float(ds.mean()), "sparsity": float(M.sparsity_loss(ds))}
-
