@@ -218,6 +218,16 @@ def test_threads_option_sets_torch_threads(tiny_data, tmp_path):
         torch.set_num_threads(before)
 
 
+@pytest.mark.parametrize("flush", [True, False])
+def test_flush_denormal_option(tiny_data, tmp_path, flush):
+    subnormal = torch.tensor([1e-40])
+    try:
+        Trainer(load(tiny_config(train={"flush_denormal": flush})), tmp_path / "run", dataset=tiny_data)
+        assert ((subnormal * 1.0).item() == 0.0) is flush
+    finally:
+        torch.set_flush_denormal(False)
+
+
 def test_gradient_clipping_bounds_the_update(tiny_data, tmp_path):
     trainer, _ = run_training(tiny_config(train={"epochs": 1, "grad_clip": 0.05}), tmp_path / "a", tiny_data)
     grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]

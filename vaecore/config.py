@@ -164,6 +164,10 @@ class TrainConfig:
     threads: int | None = attrs.field(default=None, validator=v.gt(0))
     """CPU threads for torch (torch.set_num_threads); unset keeps torch's default. On a shared or
     small machine 1 thread per process is often much faster than oversubscribed defaults."""
+    flush_denormal: bool = True
+    """Flush subnormal floats to zero on the CPU (``torch.set_flush_denormal``). Importance-weighted
+    bounds make many tiny sample weights whose gradients are subnormal, and CPU arithmetic on those
+    is slow: IWAE with K = 50 trains 1.5x faster (2-3x later in training) with it on."""
     keep_every: int | None = attrs.field(default=None, validator=v.gt(0))
     """Also keep ``checkpoints/epoch_NNNN.pt`` every this many epochs (for analysis over training)."""
     progress: bool = True

@@ -159,6 +159,7 @@ class Trainer:
         seed_everything(config.train.seed)
         if config.train.threads is not None:
             torch.set_num_threads(config.train.threads)
+        torch.set_flush_denormal(config.train.flush_denormal)
         self.group = distributed.init_process_group(config.train.device)
         self.device = self.group.device
         self.model: VAE = build_model(config, self.dataset, self.registry).to(self.device)
