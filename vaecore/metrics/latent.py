@@ -24,8 +24,9 @@ F64 = torch.float64
 class MutualInfoBatch(Metric):
     """I_q(x; y) with the aggregate posterior of each minibatch (He et al. 2019): the He et al.
     estimator (:func:`~vaecore.metrics.functional.mutual_information`) on every batch given to
-    ``update``, averaged over batches weighted by their size. Bounded above by log(batch size), so
-    the value depends on the batch size used (``eval.mi_batch_size``).
+    ``update``, averaged over batches weighted by their size. What it estimates is at most
+    log(batch size) (the one-sample estimate can exceed it by its noise), so the value depends on
+    the batch size used (``eval.mi_batch_size``): compare runs at the same batch size.
 
     ``update(loc, log_var, y)``: Gaussian posterior parameters ``(B, D)`` and one sample per row.
     """
