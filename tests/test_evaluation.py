@@ -146,6 +146,18 @@ def test_posterior_equal_to_the_prior_gives_no_information():
     assert res["nll"] <= -res["elbo"] + 1e-4
 
 
+def test_reencoding_can_be_skipped_without_changing_the_rest():
+    data = synthetic_dataset(n=256)
+    model = make_model(tiny_config(), data, make_registry(entry_points=False))
+    full = evaluate(model, data.test, EvalConfig(nll_samples=10))
+    skipped = evaluate(model, data.test, EvalConfig(nll_samples=10, reencoding=False))
+    assert full["reencoding_error"] > 0
+    assert skipped["reencoding_error"] is None and skipped["reencoding_error_per_dim"] is None
+    assert {k: v for k, v in skipped.items() if not k.startswith("reencoding")} == {
+        k: v for k, v in full.items() if not k.startswith("reencoding")
+    }
+
+
 def test_results_have_every_key_and_are_deterministic():
     data = synthetic_dataset(n=256)
     model = make_model(tiny_config(), data, make_registry(entry_points=False))

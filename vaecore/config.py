@@ -196,6 +196,9 @@ class EvalConfig:
     """Rows of the N x N matrix of ``mi_split`` computed at a time."""
     au_threshold: float = attrs.field(default=0.01, validator=v.gt(0))
     pca_threshold: float = attrs.field(default=0.01, validator=v.gt(0))
+    reencoding: bool = True
+    """Compute the re-encoding error (off: ``reencoding_error`` is null). With an autoregressive
+    decoder it decodes every example pixel by pixel, by far the costliest diagnostic."""
     probes: bool = True
     """Linear-probe accuracies (when the data has labels)."""
     probe_split: str = attrs.field(default="train", validator=v.one_of(("train", "valid", "test")))

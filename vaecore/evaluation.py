@@ -169,8 +169,9 @@ def evaluate(
                 pca.update(on(mean))
                 hoyer.update(on(model.latent_map(mean, ctx)))
                 y = out.y[0]
-                x_hat = _decoded_mean(model, out)
-                reenc.update(on(y), on(model.encode(x_hat, ctx)[0].mean))
+                if cfg.reencoding:
+                    x_hat = _decoded_mean(model, out)
+                    reenc.update(on(y), on(model.encode(x_hat, ctx)[0].mean))
                 g = gaussian_of(posterior)
                 if g is None:
                     gaussian_seen = False
@@ -215,7 +216,9 @@ def evaluate(
         else:
             results["mi_batch"] = results["mi_split"] = None
         results.update(au.compute())
-        results.update(reenc.compute())
+        results.update(
+            reenc.compute() if cfg.reencoding else dict.fromkeys(("reencoding_error", "reencoding_error_per_dim"))
+        )
         results.update(diversity.compute() if gaussian_seen else {"mpd": None, "cond_entropy": None})
         results.update(pca.compute())
         results["hoyer"] = hoyer.compute()
