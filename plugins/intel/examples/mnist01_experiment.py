@@ -5,7 +5,8 @@ table C.1) to an .npz, trains a plain VAE and an InteL-VAE (1-D ``cluster`` map,
 c2 = 0.5), fits a logistic-regression classifier on the binarized training digits, and classifies
 prior samples (decoder means of y ~ N(0, 1) through g): "uncertainty" is the fraction of samples
 whose predicted class has probability < 0.8, "'1' proportion" the fraction classified as 1.
-Writes ``mnist01.json`` and ``mnist01_samples.png``.
+Writes ``mnist01.json`` and ``mnist01_samples.png``. Runs already finished in ``--out`` (with
+their ``eval.json``) are reused, not trained again.
 
     python plugins/intel/examples/mnist01_experiment.py --out /tmp/intel_mnist01 [--seeds 0 1 2]
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vaecore import load_run
 from vaecore.config import load_config
 from vaecore.testing import shared_data_dir
 from vaecore.trainer import Trainer
@@ -95,18 +97,21 @@ def main() -> None:
             "one_proportion": [float((data_probs.argmax(1) == 1).float().mean())],
         }
     }
-    images = {}
+    images: dict[tuple[str, int], torch.Tensor] = {}
     for seed in args.seeds:
         for method in args.methods:
             run_dir = args.out / f"{method}_s{seed}"
             overrides = [f"train.seed={seed}", f"data.path={NPZ}"]
             overrides += [f"train.epochs={args.epochs}"] if args.epochs else []
             overrides += args.intel_set if method == "intel" else []
-            config = load_config(HERE / f"mnist01_{method}.toml", overrides)
-            trainer = Trainer(config, run_dir)
-            evaluation = trainer.fit()
-            model = trainer.model
-            model.eval()
+            if (run_dir / "eval.json").exists():  # a finished run: reuse it (best checkpoint)
+                model = load_run(run_dir).model
+                evaluation = json.loads((run_dir / "eval.json").read_text())
+            else:
+                trainer = Trainer(load_config(HERE / f"mnist01_{method}.toml", overrides), run_dir)
+                evaluation = trainer.fit()
+                model = trainer.model
+                model.eval()
             torch.manual_seed(1000 + seed)
             with torch.no_grad():
                 x = model.sample_prior(args.samples).reshape(args.samples, -1)
@@ -115,13 +120,12 @@ def main() -> None:
             row["uncertainty"].append(float((probs.max(1).values < 0.8).float().mean()))
             row["one_proportion"].append(float((probs.argmax(1) == 1).float().mean()))
             row["test_elbo"].append(float(evaluation["elbo"]))
-            if seed == args.seeds[0]:
-                # decoder means along the prior's quantiles, in order, for the figure
-                q = torch.linspace(0.01, 0.99, 30)
-                y = torch.distributions.Normal(0.0, 1.0).icdf(q).unsqueeze(1)
-                with torch.no_grad():
-                    params = model.decode(model.latent_map(y, model.context(training=False)))
-                    images[method] = model.likelihood.mean(params).reshape(30, 28, 28)
+            # decoder means along the prior's quantiles, in order, for the figure
+            q = torch.linspace(0.01, 0.99, 30)
+            y = torch.distributions.Normal(0.0, 1.0).icdf(q).unsqueeze(1)
+            with torch.no_grad():
+                params = model.decode(model.latent_map(y, model.context(training=False)))
+                images[method, seed] = model.likelihood.mean(params).reshape(30, 28, 28)
     for row in results.values():
         for metric in list(row):
             row[f"{metric}_mean"] = float(np.mean(row[metric]))
@@ -140,13 +144,14 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(args.methods), 1, figsize=(12, 0.8 * len(args.methods)), squeeze=False)
-    for ax, method in zip(axes[:, 0], args.methods):
-        strip = torch.cat(list(images[method]), dim=1).numpy()
+    fig, axes = plt.subplots(len(images), 1, figsize=(12, 0.8 * len(images)), squeeze=False)
+    for ax, (method, seed) in zip(axes[:, 0], sorted(images, key=lambda key: (args.methods.index(key[0]), key[1]))):
+        strip = torch.cat(list(images[method, seed]), dim=1).numpy()
         ax.imshow(strip, cmap="gray", vmin=0, vmax=1)
         ax.set_axis_off()
         label = "VAE" if method == "vae" else "InteL-VAE"
-        ax.set_title(f"{label}: decoder mean at prior quantiles 1%..99%", fontsize=8)
+        unc = results[method]["uncertainty"][args.seeds.index(seed)]
+        ax.set_title(f"{label}, seed {seed} (uncertain {unc:.1%}): decoder mean at prior quantiles 1%..99%", fontsize=8)
     fig.tight_layout()
     fig.savefig(args.out / "mnist01_samples.png", dpi=110)
     print(f"wrote {args.out / 'mnist01.json'} and {args.out / 'mnist01_samples.png'}")
