@@ -58,7 +58,7 @@ def stack(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install("ruff")
+    session.install(*CONSTRAINTS, "ruff")
     session.run("ruff", "check", "vaecore", "tests", "plugins", "benchmarks", "noxfile.py")
     session.run("ruff", "format", "--check", "vaecore", "tests", "plugins", "benchmarks", "docs", "noxfile.py")
 
@@ -66,7 +66,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     install_core(session)
-    session.install("mypy")
+    session.install(*CONSTRAINTS, "mypy")
     session.run("mypy", "vaecore")
 
 
