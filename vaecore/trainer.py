@@ -395,7 +395,8 @@ class Trainer:
         if self.config.train.grad_clip is not None:
             trained = [p for p in self.model.parameters() if p.grad is not None]
             norm = torch.nn.utils.clip_grad_norm_(trained, self.config.train.grad_clip)
-            if not torch.isfinite(norm):
+            # under a gradient scaler (float16) an overflow is expected: the scaler skips that step
+            if self.scaler is None and not torch.isfinite(norm):
                 self._non_finite(("gradient_norm",), [norm])
         if self.scaler is None:
             self.optimizer.step()
