@@ -1,15 +1,17 @@
 """``vaecore new-plugin``: the generated distribution installs, is listed, passes its own tests
 (which run the conformance suite) and trains in a stack with ``ne``.
 
-The plugin is installed editable into a virtual environment made with ``--system-site-packages``,
-so it sees this vaecore and the installed plugins while the test's own environment (and anyone
-else using it) never sees the generated plugin.
+The plugin is installed editable into a fresh virtual environment layered on this test session's
+own: a ``.pth`` file adds the session's site-packages (vaecore, the installed plugins, pytest and
+the setuptools that builds the plugin), never the base interpreter's, while the session itself
+never sees the generated plugin.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import site
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -93,13 +95,17 @@ def test_an_installed_name_is_refused(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """The generated plugin installed editable into a venv that sees this environment's packages."""
+    """The generated plugin installed editable into a venv that sees this session's packages."""
     root = tmp_path_factory.mktemp("new_plugin")
     assert main(["new-plugin", NAME, "--dir", str(root)]) == 0
     venv = root / "venv"
-    made = run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)])
+    made = run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
     assert made.returncode == 0, made.stderr
     python = venv / "bin" / "python"
+    venv_site = run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
+    # addsitedir (not a bare path) so that the session's own .pth files (editable installs) apply too
+    layered = "".join(f"import site; site.addsitedir({d!r})\n" for d in site.getsitepackages())
+    (Path(venv_site) / "_session_site.pth").write_text(layered)
     pip = run(
         [
             sys.executable,
