@@ -17,6 +17,7 @@ from vaecore.hooktypes import Batch, Bound, EpochResult, ModelInfo, StepContext,
 from vaecore.model import VAE, ForwardOutput
 from vaecore.plugin_manager import PluginRegistry, PluginStack
 from vaecore.restore import LoadedRun, load_run
+from vaecore.streaming import device_batches, encode_split, eval_mode
 from vaecore.trainer import Trainer, train_or_reuse
 
 __all__ = [
@@ -45,6 +46,9 @@ __all__ = [
     "Trainer",
     "VaecoreError",
     "__version__",
+    "device_batches",
+    "encode_split",
+    "eval_mode",
     "hookimpl",
     "hookspec",
     "load_config",
