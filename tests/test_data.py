@@ -50,11 +50,17 @@ def test_batches_carry_indices_and_cover_the_split_once():
     assert sizes == [100, 100, 50]
 
 
-def test_subsets_take_the_first_rows():
-    ds = load_dataset(DataConfig(train_size=10, valid_size=5, test_size=3))
+def test_subsets_are_random_rows_by_default_and_the_first_rows_on_request():
     full = load_binarized_mnist()
-    assert (len(ds.train), len(ds.valid), len(ds.test)) == (10, 5, 3)
-    torch.testing.assert_close(ds.test.x, full.test.x[:3])
+    ds = load_dataset(DataConfig(train_size=10, valid_size=5, test_size=300))
+    assert (len(ds.train), len(ds.valid), len(ds.test)) == (10, 5, 300)
+    assert not torch.equal(ds.test.x, full.test.x[:300])
+    # the shipped test split is sorted by class: its first rows hold fewer pixels than the rest
+    # (zeros and ones); a random draw has the split's mean ink, the first rows do not
+    ink = full.test.x.mean()
+    assert abs(float(ds.test.x.mean() - ink)) < 0.01 < abs(float(full.test.x[:300].mean() - ink))
+    first = load_dataset(DataConfig(test_size=3, subset="first"))
+    torch.testing.assert_close(first.test.x, full.test.x[:3])
 
 
 def write_npz(path, **arrays):

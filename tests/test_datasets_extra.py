@@ -54,7 +54,7 @@ def test_static_binarization_is_fixed_by_the_seed(tmp_path):
         assert torch.equal(x, b.split(name).x)
         assert not torch.equal(x, c.split(name).x)
     # the valid/test draws do not depend on the training subset
-    small = _load(path, binarize="static", train_size=5)
+    small = _load(path, binarize="static", train_size=5, subset="first")
     assert torch.equal(small.valid.x, a.valid.x) and torch.equal(small.train.x, a.train.x[:5])
     raw = _load(path)
     assert not raw.binary and torch.equal(raw.valid.x, torch.from_numpy(np.load(path)["x_valid"]))
@@ -124,7 +124,7 @@ def test_binarize_and_digits_options_are_validated():
         load(tiny_config(data={"digits": [0, -1]}))
     with pytest.raises(ConfigError, match=r"data.valid_holdout: must be > 0, got 0"):
         load(tiny_config(data={"valid_holdout": 0}))
-    with pytest.raises(ConfigError, match=r"data.subset: must be one of 'first', 'random', got 'middle'"):
+    with pytest.raises(ConfigError, match=r"data.subset: must be one of 'random', 'first', got 'middle'"):
         load(tiny_config(data={"subset": "middle"}))
 
 
@@ -156,7 +156,7 @@ def test_random_subsets_are_seeded_and_keep_labels_with_their_rows(tmp_path):
     np.savez(path, **arrays)
     sizes = {"train": 30, "valid": 10, "test": 10}
     kw = {f"{name}_size": n for name, n in sizes.items()}
-    full, first = _load(path), _load(path, **kw)
+    full, first = _load(path), _load(path, subset="first", **kw)
     drawn, again = _load(path, subset="random", **kw), _load(path, subset="random", **kw)
     other_seed = _load(path, subset="random", seed=1, **kw)
     for name, n in sizes.items():
@@ -167,7 +167,8 @@ def test_random_subsets_are_seeded_and_keep_labels_with_their_rows(tmp_path):
         assert torch.equal(rows, again.split(name).y) and torch.equal(split.x, again.split(name).x)
         assert not torch.equal(rows, other_seed.split(name).y)
         assert not torch.equal(rows, first.split(name).y)
-        assert torch.equal(first.split(name).y, torch.arange(n))  # the default is still the first rows
+        assert torch.equal(first.split(name).y, torch.arange(n))
+        assert torch.equal(_load(path, **kw).split(name).y, rows)  # random is the default
     assert not torch.equal(drawn.valid.y, drawn.test.y)  # each split is drawn on its own
     # the intensities of dynamic binarization follow their rows; sizes left unset keep every row
     dynamic = _load(path, subset="random", binarize="dynamic", **kw)
@@ -336,7 +337,7 @@ def test_mnist_download_pipeline_against_a_local_mirror(tmp_path, http_folder, m
         (served / f"{stem}.gz").write_bytes(gzip.compress(content, compresslevel=1))
     monkeypatch.setitem(images.MIRRORS, "mnist", ("http://127.0.0.1:9", url))
     cache = tmp_path / "data"
-    ds = load_dataset(DataConfig(name="mnist", root=str(cache), download=True, valid_size=10, test_size=10))
+    ds = load_dataset(DataConfig(name="mnist", root=str(cache), download=True, valid_size=10, test_size=10, subset="first"))
     assert (cache / "mnist.npz").is_file() and len(ds.train) == 50000
     assert ds.train.y[:5].tolist() == [5, 0, 4, 1, 9]
     assert torch.equal(ds.test.x, torch.from_numpy(arrays["x_test"][:10]).float() / 255)

@@ -182,9 +182,10 @@ def test_results_have_every_key_and_are_deterministic():
         "cond_entropy",
         "pca_components",
         "hoyer",
-        "probe_mu",
-        "probe_mu_var",
-        "probe_z",
+        "hoyer_g_y",
+        "probe_g_mean",
+        "probe_g_mean_var",
+        "probe_g_y",
     }
     assert expected <= set(a)
     assert a["iwae_bound"] == -a["nll"]
@@ -252,6 +253,10 @@ def test_flow_posterior_uses_its_base_and_plugin_metrics_are_namespaced():
     assert res["mpd"] == pytest.approx(base["mpd"], rel=1e-6)
     assert res["cond_entropy"] == pytest.approx(base["cond_entropy"], rel=1e-6)
     assert res["activity"] == pytest.approx([4 * a for a in base["activity"]], rel=1e-4)
+    # the analysis commands' activity is the same as AU's: the flow's mean, not its base's
+    from vaecore.analysis.commands import posterior_means
+
+    assert posterior_means(model, data.test).double().var(0).tolist() == pytest.approx(res["activity"], rel=1e-4)
     again = evaluate(model, data.test, EvalConfig(nll_samples=5, probes=False))
     assert again["fl.draw"] == res["fl.draw"]
 
@@ -264,7 +269,7 @@ def test_training_ends_with_the_evaluation(tmp_path):
     written = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert written["nll"] == pytest.approx(res["nll"]) and written["split"] == "test"
     # 4 prototypes: a few epochs make them linearly decodable from the posterior mean
-    assert res["probe_mu"] > 0.8 and res["probe_mu_var"] > 0.8
+    assert res["probe_g_mean"] > 0.8 and res["probe_g_mean_var"] > 0.8
     assert res["au"] >= 1 and res["mi_split"] > 0.3
 
 

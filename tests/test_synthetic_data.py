@@ -45,7 +45,7 @@ def test_splits_shapes_and_determinism(name):
 def test_defaults_and_subsets():
     ds = load_dataset(DataConfig(name="circle"))
     assert (len(ds.train), len(ds.valid), len(ds.test)) == (2000, 500, 500)
-    sub = load_dataset(DataConfig(name="circle", train_size=100, test_size=10))
+    sub = load_dataset(DataConfig(name="circle", train_size=100, test_size=10, subset="first"))
     assert (len(sub.train), len(sub.valid), len(sub.test)) == (100, 500, 10)
     assert torch.equal(sub.train.x, ds.train.x[:100])
 

@@ -12,16 +12,24 @@ the ``eval.json`` keys::
     reencoding_error, reencoding_error_per_dim    NE-VAE section 6.1
     mpd, cond_entropy                             DU-VAE eq. 3 and 5
     pca_components, pca_eigenvalues               PCA of the posterior means
-    hoyer                                         Hoyer sparsity of z = latent_map(mean)
-    probe_mu, probe_mu_var, probe_z               linear-probe accuracy (labelled data only)
+    hoyer, hoyer_g_y                              Hoyer sparsity of g(mean) and of g(y), y ~ q(y|x)
+    probe_g_mean, probe_g_mean_var, probe_g_y     linear-probe accuracy (labelled data only) on
+                                                  g(mean), [g(mean), Var q(y|x)] and g(y), y ~ q
 
-and every plugin's ``eval_metrics`` under ``<plugin id>.<name>``. Which variable (y or z) each
-metric measures is listed in :mod:`vaecore.metrics`. Metrics needing a Gaussian posterior are
-None when the posterior has no Gaussian (neither a DiagonalGaussian nor a ``base`` one).
+and every plugin's ``eval_metrics`` under ``<plugin id>.<name>``. Which variable (y or z = g(y))
+each metric measures is listed in :mod:`vaecore.metrics`: the representation metrics (Hoyer,
+probes) are measured on z = g(y), the posterior-space ones (AU, MI, PCA, MPD) on y. Metrics
+needing a Gaussian posterior are None when the posterior has no Gaussian (neither a
+DiagonalGaussian nor a ``base`` one).
 
-The evaluation runs in eval mode with a ``training=False`` context, draws its samples from its own
-seeded stream (``eval.seed``; the caller's RNG state is restored afterwards), so evaluating the
-same checkpoint twice gives the same numbers.
+The evaluation runs in eval mode with a ``training=False`` context, streams the split through the
+model's device (:func:`vaecore.streaming.device_batches`), draws its samples from its own seeded
+stream (``eval.seed``; the caller's RNG state is restored afterwards), so evaluating the same
+checkpoint twice gives the same numbers. ``mi_batch`` groups the split into minibatches of
+``eval.mi_batch_size`` in an order shuffled with ``eval.seed`` (He et al. shuffle before
+batching; in file order a class-sorted split would give one-class minibatches). The probes are
+fitted on ``eval.probe_train_size`` rows of the probe split drawn with ``eval.seed``
+(stratified by label).
 """
 
 from __future__ import annotations
@@ -49,8 +57,9 @@ from vaecore.metrics import (
 )
 from vaecore.metrics.functional import chunked_log_weights
 from vaecore.model import VAE
+from vaecore.streaming import device_batches, model_device
 
-PROBES = ("probe_mu", "probe_mu_var", "probe_z")
+PROBES = ("probe_g_mean", "probe_g_mean_var", "probe_g_y")
 
 
 def _plain(value: Any) -> Any:
@@ -90,15 +99,29 @@ def _decoded_mean(model: VAE, out: Any) -> torch.Tensor:
     return model.likelihood.mean(out.params[0])
 
 
-def _probe_features(posterior: Any, y: torch.Tensor) -> dict[str, torch.Tensor | None]:
-    """The three probe inputs: the posterior mean, [mean, variance] (the Gaussian's variance; None
-    without a Gaussian) and one posterior sample."""
+def _probe_features(model: VAE, posterior: Any, y: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor | None]:
+    """The three probe inputs, on the representation z = g(.): g(posterior mean), [g(mean),
+    variance of q(y|x)] (the Gaussian's variance; None without a Gaussian) and g(y) for one
+    posterior sample y."""
+    g_mean = model.latent_map(posterior.mean, ctx)
     g = gaussian_of(posterior)
     return {
-        "probe_mu": posterior.mean,
-        "probe_mu_var": None if g is None else torch.cat([posterior.mean, g.var], -1),
-        "probe_z": y,
+        "probe_g_mean": g_mean,
+        "probe_g_mean_var": None if g is None else torch.cat([g_mean, g.var], -1),
+        "probe_g_y": model.latent_map(y, ctx),
     }
+
+
+def _update_in_shuffled_minibatches(
+    metric: MutualInfoBatch, rows: list[tuple[torch.Tensor, ...]], size: int, seed: int
+) -> None:
+    """Feed ``metric`` the split's rows (lists of per-batch tensors, concatenated) in minibatches
+    of ``size`` taken in an order shuffled by ``seed``."""
+    columns = [torch.cat(parts) for parts in zip(*rows)]
+    order = torch.randperm(columns[0].shape[0], generator=torch.Generator().manual_seed(seed))
+    for s in range(0, len(order), size):
+        index = order[s : s + size].to(columns[0].device)
+        metric.update(*(c[index] for c in columns))
 
 
 @torch.no_grad()
@@ -116,15 +139,15 @@ def evaluate(
 
     ``config`` gives the options (default :class:`~vaecore.config.EvalConfig`); ``batch_size``
     and ``nll_samples`` override ``config.batch_size`` (default 500) and ``config.nll_samples``.
-    The linear probes are fitted on ``probe_split`` (first ``config.probe_train_size`` rows) and
-    reported when both splits have labels and ``config.probes`` is on.
+    The linear probes are fitted on ``probe_split`` (``config.probe_train_size`` rows of it drawn
+    with ``config.seed``, stratified by label) and reported when both splits have labels and
+    ``config.probes`` is on.
     """
     cfg = config or EvalConfig()
     k = cfg.nll_samples if nll_samples is None else nll_samples
     mi_bs = cfg.mi_batch_size
     bs = batch_size or cfg.batch_size or 500
-    bs = max(1, bs // mi_bs) * mi_bs  # every mi_batch minibatch lies inside one evaluation batch
-    device = next(model.parameters()).device
+    device = model_device(model)
     # metric states are float64: on the model's device, except MPS (no float64) where they stay on the CPU
     metric_device = device if device.type in ("cpu", "cuda") else torch.device("cpu")
 
@@ -140,11 +163,12 @@ def evaluate(
     pca = PCAComponents(d, threshold=cfg.pca_threshold)
     diversity = PosteriorDiversity(d)
     reenc = ReencodingError(d)
-    hoyer = HoyerSparsity()
+    hoyer, hoyer_g_y = HoyerSparsity(), HoyerSparsity()
     do_probes = cfg.probes and split.y is not None and probe_split is not None and probe_split.y is not None
     probes = {name: LinearProbeAccuracy(weight_decay=cfg.probe_weight_decay) for name in PROBES} if do_probes else {}
     gaussian_seen = True
-    for metric in (elbo, nll, mi_batch, mi_split, au, pca, diversity, reenc, hoyer, *probes.values()):
+    mi_rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (loc, log_var, y) for mi_batch
+    for metric in (elbo, nll, mi_batch, mi_split, au, pca, diversity, reenc, hoyer, hoyer_g_y, *probes.values()):
         metric.to(metric_device)
 
     rng_devices = [device] if device.type == "cuda" else []  # CPU always; CUDA when used
@@ -155,11 +179,14 @@ def evaluate(
         with torch.random.fork_rng(devices=rng_devices):
             torch.manual_seed(cfg.seed)
             batches = tqdm(
-                split.batches(bs), total=split.num_batches(bs), desc="eval", leave=False, disable=not progress
+                device_batches(model, split, bs, ctx),
+                total=split.num_batches(bs),
+                desc="eval",
+                leave=False,
+                disable=not progress,
             )
             for batch in batches:
-                x = batch.x.to(device)
-                ctx.batch = batch
+                x = batch.x
                 out = model(x, ctx, samples=1)
                 kl_dims = out.kl_per_dim
                 elbo.update(on(out.log_px), on(out.kl()), None if kl_dims is None else on(kl_dims))
@@ -167,8 +194,9 @@ def evaluate(
                 mean = posterior.mean
                 au.update(on(mean))
                 pca.update(on(mean))
-                hoyer.update(on(model.latent_map(mean, ctx)))
                 y = out.y[0]
+                hoyer.update(on(model.latent_map(mean, ctx)))
+                hoyer_g_y.update(on(out.z[0]))
                 if cfg.reencoding:
                     x_hat = _decoded_mean(model, out)
                     reenc.update(on(y), on(model.encode(x_hat, ctx)[0].mean))
@@ -178,12 +206,11 @@ def evaluate(
                 else:
                     y_g = y if g is posterior else g.rsample(1)[0][0]
                     loc, log_var, y_g = on(g.loc), on(g.log_var), on(y_g)
-                    for s in range(0, x.shape[0], mi_bs):
-                        mi_batch.update(loc[s : s + mi_bs], log_var[s : s + mi_bs], y_g[s : s + mi_bs])
+                    mi_rows.append((loc, log_var, y_g))
                     mi_split.update(loc, log_var, y_g)
                     diversity.update(loc, on(g.var))
                 if probes:
-                    feats = _probe_features(posterior, y)
+                    feats = _probe_features(model, posterior, y, ctx)
                     for name, metric in probes.items():
                         feat = feats[name]
                         if feat is not None and batch.y is not None:
@@ -193,19 +220,18 @@ def evaluate(
                         rows = slice(s, s + cfg.nll_batch_size)
                         ctx.batch = Batch(batch.x[rows], batch.index[rows], None if batch.y is None else batch.y[rows])
                         nll.update(map(on, importance_log_weights(model, x[rows], ctx, k, cfg.nll_chunk)))
+            if mi_rows:
+                _update_in_shuffled_minibatches(mi_batch, mi_rows, mi_bs, cfg.seed)
             if probes:
                 assert probe_split is not None
-                fit_on = probe_split.head(cfg.probe_train_size)
-                for batch in fit_on.batches(bs):
-                    ctx.batch = batch
-                    fit_posterior, _ = model.encode(batch.x.to(device), ctx)
-                    feats = _probe_features(fit_posterior, fit_posterior.rsample(1)[0][0])
+                fit_on = probe_split.sample(cfg.probe_train_size, cfg.seed)
+                for batch in device_batches(model, fit_on, bs, ctx):
+                    fit_posterior, _ = model.encode(batch.x, ctx)
+                    feats = _probe_features(model, fit_posterior, fit_posterior.rsample(1)[0][0], ctx)
                     for name, metric in probes.items():
                         feat = feats[name]
                         if feat is not None and batch.y is not None:
                             metric.update(on(feat), on(batch.y), train=True)
-        ctx.batch = None
-
         results: dict[str, Any] = {}
         if k > 0:
             results.update(nll.compute())
@@ -222,6 +248,7 @@ def evaluate(
         results.update(diversity.compute() if gaussian_seen else {"mpd": None, "cond_entropy": None})
         results.update(pca.compute())
         results["hoyer"] = hoyer.compute()
+        results["hoyer_g_y"] = hoyer_g_y.compute()
         for name, metric in probes.items():
             results[name] = metric.compute() if metric.eval_x else None
         results = {key: _plain(value) for key, value in results.items()}

@@ -203,6 +203,18 @@ def on_epoch_end(epoch: int, metrics: dict[str, float], ctx: StepContext) -> Epo
 def eval_metrics(model: VAE, split: Split, ctx: StepContext) -> dict[str, Any] | None:
     """Contribute metrics to the final evaluation (``eval.json``), namespaced by plugin id.
 
-    :param split: the evaluated split (tensors ``x``, ``y``, ``index``).
+    Read the split through :func:`vaecore.device_batches` (batches on the model's device, with
+    ``ctx.batch`` set) or :func:`vaecore.encode_split` (each batch with its posterior, in eval
+    mode), never ``split.batches`` directly: the model may live on a GPU. The conformance suite
+    checks this.
+
+    :param split: the evaluated split (tensors ``x``, ``y``, ``index``, on the CPU).
     :return: a dict of JSON-serialisable values (floats, lists), or None.
+
+    Example::
+
+        @vaecore.hookimpl
+        def eval_metrics(self, model, split, ctx):
+            means = [q.mean for _, q in vaecore.encode_split(model, split, 500, ctx)]
+            return {"mean_norm": float(torch.cat(means).norm(dim=-1).mean())}
     """

@@ -43,7 +43,9 @@ def add_analysis_parsers(sub: Any, add_set: Callable[[argparse.ArgumentParser], 
 
     p = sub.add_parser("analyze", help="activity, PCA spectrum, 2-D latents, probe accuracy over training")
     _run_argument(p, add_set)
-    p.add_argument("--probe-train", type=int, default=5000, help="training rows for the probes (default 5000)")
+    p.add_argument(
+        "--probe-train", type=int, default=5000, help="training rows for the probes, drawn with --seed (default 5000)"
+    )
 
     p = sub.add_parser("lso", help="latent space optimisation with the decoder frozen (NE 5.4)")
     _run_argument(p, add_set)
@@ -74,7 +76,7 @@ def run_analysis(args: argparse.Namespace) -> int:
     elif args.command == "interpolate":
         result = commands.interpolate(loaded, out, args.start, args.end, args.path, args.steps, args.decode, seed)
     elif args.command == "analyze":
-        result = commands.analyze(loaded, out, args.probe_train)
+        result = commands.analyze(loaded, out, args.probe_train, seed)
     else:
         result = commands.lso(loaded, out, args.n, args.inits, args.iterations, args.lr, tuple(args.thresholds), seed)
     result["checkpoint"] = str(loaded.source)

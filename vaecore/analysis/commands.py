@@ -16,24 +16,49 @@ from vaecore.analysis import figures
 from vaecore.analysis.geometry import euclidean_path, fisher_rao_distance, fisher_rao_geodesic, fisher_rao_length
 from vaecore.checkpoint import load_checkpoint
 from vaecore.data import Split
+from vaecore.data.splits import draw_rows
 from vaecore.metrics import LinearProbeAccuracy, gaussian_of
 from vaecore.model import VAE
 from vaecore.restore import LoadedRun, restore_model
+from vaecore.streaming import encode_split
 
 ACTIVE = 0.01
 
 
 @torch.no_grad()
-def posterior_means(model: VAE, split: Split, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
-    """Means and standard deviations of the (Gaussian part of the) posterior over a split."""
-    ctx = model.context(training=False)
+def posterior_means(model: VAE, split: Split, batch_size: int = 500) -> torch.Tensor:
+    """``posterior.mean`` over a split: the mean the evaluation's AU, PCA and activity use (for a
+    flow posterior, the flow's own mean, not its Gaussian base's), on the CPU."""
+    return torch.cat([posterior.mean.cpu() for _, posterior in encode_split(model, split, batch_size)])
+
+
+@torch.no_grad()
+def gaussian_params(model: VAE, split: Split, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of the Gaussian of the posterior (a flow's base) over a split,
+    the Gaussians the Fisher-Rao geometry works with; zero spread without a Gaussian."""
     locs, stds = [], []
-    for batch in split.batches(batch_size):
-        posterior, _ = model.encode(batch.x, ctx)
+    for _, posterior in encode_split(model, split, batch_size):
         g = gaussian_of(posterior)
-        locs.append(posterior.mean if g is None else g.loc)
-        stds.append(torch.zeros_like(locs[-1]) if g is None else g.std)
+        locs.append((posterior.mean if g is None else g.loc).cpu())
+        stds.append(torch.zeros_like(locs[-1]) if g is None else g.std.cpu())
     return torch.cat(locs), torch.cat(stds)
+
+
+@torch.no_grad()
+def representations(model: VAE, split: Split, batch_size: int = 500) -> torch.Tensor:
+    """The representation g(posterior mean) over a split (what ``probe_g_mean`` measures)."""
+    ctx = model.context(training=False)
+    return torch.cat(
+        [model.latent_map(posterior.mean, ctx).cpu() for _, posterior in encode_split(model, split, batch_size, ctx)]
+    )
+
+
+def shown_inputs(split: Split, n: int, seed: int) -> torch.Tensor:
+    """The rows of the inputs a figure shows: n drawn with ``seed`` (stratified by label), as
+    the evaluation's subsets are, never the first rows of a possibly sorted file; in a random
+    order, so that the first few of them are a random draw too."""
+    rows = draw_rows(len(split), min(n, len(split)), seed, split.y)
+    return rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))]
 
 
 @torch.no_grad()
@@ -53,12 +78,14 @@ def _grid(
 
 
 def sample(loaded: LoadedRun, out: Path, n: int = 64, seed: int = 0) -> dict[str, Any]:
-    """Prior samples (y ~ p(y), then g, then the decoder mean) and reconstructions of test inputs."""
+    """Prior samples (y ~ p(y), then g, then the decoder mean) and reconstructions of n test
+    inputs drawn with ``seed`` (stratified by label)."""
     model, test = loaded.model, loaded.dataset.test
     torch.manual_seed(seed)
     samples = model.sample_prior(n)
-    x = test.x[:n]
-    recon = decode_mean(model, posterior_means(model, Split(x))[0])
+    shown = shown_inputs(test, n, seed)
+    x = test.x[shown]
+    recon = decode_mean(model, posterior_means(model, Split(x)))
     files = [
         _grid(loaded, samples, out / "samples.png", max(1, int(n**0.5)), "prior samples"),
         _grid(loaded, torch.cat([x[:16], recon[:16]]), out / "reconstructions.png", 2, "test inputs / reconstructions"),
@@ -70,6 +97,7 @@ def sample(loaded: LoadedRun, out: Path, n: int = 64, seed: int = 0) -> dict[str
     return {
         "n": n,
         "seed": seed,
+        "inputs": shown.tolist(),
         "figures": [f for f in files if f],
         "mean_abs_reconstruction_error": bce,
         "samples": samples.flatten(1).tolist(),
@@ -90,7 +118,7 @@ def traverse(
     along a random direction with the chosen dimensions fixed to zero (NE 5.3.2; default: the
     inactive ones)."""
     model = loaded.model
-    mu, _ = posterior_means(model, loaded.dataset.test)
+    mu = posterior_means(model, loaded.dataset.test)
     activity = mu.var(0)
     order = torch.argsort(activity, descending=True).tolist()
     values = torch.linspace(-radius, radius, steps)
@@ -149,7 +177,7 @@ def interpolate(
             from vaecore.errors import VaecoreError
 
             raise VaecoreError(f"{name} {i}: the test split has {len(test)} inputs (0 to {len(test) - 1})")
-    mu, sigma = posterior_means(model, Split(test.x[[start, end]]))
+    mu, sigma = gaussian_params(model, Split(test.x[[start, end]]))
     t = torch.linspace(0, 1, steps)
     fine = torch.linspace(0, 1, 2001)
     paths = {"fisher-rao": fisher_rao_geodesic, "euclidean": euclidean_path}
@@ -181,16 +209,17 @@ def interpolate(
 def _probe_accuracy(model: VAE, train: Split, test: Split) -> float:
     assert train.y is not None and test.y is not None
     probe = LinearProbeAccuracy()
-    probe.update(posterior_means(model, train)[0], train.y, train=True)
-    probe.update(posterior_means(model, test)[0], test.y, train=False)
+    probe.update(representations(model, train), train.y, train=True)
+    probe.update(representations(model, test), test.y, train=False)
     return float(probe.compute())
 
 
-def analyze(loaded: LoadedRun, out: Path, probe_train: int = 5000) -> dict[str, Any]:
+def analyze(loaded: LoadedRun, out: Path, probe_train: int = 5000, seed: int = 0) -> dict[str, Any]:
     """Activity bar chart, PCA spectrum of the posterior means, the 2-D latent space (when D = 2)
-    and linear-probe accuracy over training from the kept per-epoch checkpoints."""
+    and linear-probe accuracy (on g(mean), fitted on ``probe_train`` training rows drawn with
+    ``seed``) over training from the kept per-epoch checkpoints."""
     model, data = loaded.model, loaded.dataset
-    mu, sigma = posterior_means(model, data.test)
+    mu = posterior_means(model, data.test)
     activity = mu.var(0)
     order = torch.argsort(activity, descending=True)
     figures.bar_chart(
@@ -219,7 +248,8 @@ def analyze(loaded: LoadedRun, out: Path, probe_train: int = 5000) -> dict[str, 
         "figures": ["activity.png", "pca.png"],
     }
     if model.latent_dim == 2:
-        samples = mu + sigma * torch.randn_like(sigma)
+        loc, sigma = gaussian_params(model, data.test)
+        samples = loc + sigma * torch.randn_like(sigma)
         figures.scatter(
             {"aggregate posterior": (samples, data.test.y), "posterior means": (mu, data.test.y)},
             out / "latent2d.png",
@@ -228,14 +258,14 @@ def analyze(loaded: LoadedRun, out: Path, probe_train: int = 5000) -> dict[str, 
         result["figures"].append("latent2d.png")
     kept = loaded.run.epoch_checkpoints()
     if kept and data.has_labels:
-        train = data.train.head(probe_train)
+        train = data.train.sample(probe_train, seed)
         curve = []
         for epoch, path in kept:
             restore_model(model, load_checkpoint(path), path)
             curve.append((epoch, _probe_accuracy(model, train, data.test)))
         restore_model(model, loaded.state, loaded.source)
         figures.line_chart(
-            {"probe on mu": ([e for e, _ in curve], [a for _, a in curve])},
+            {"probe on g(mean)": ([e for e, _ in curve], [a for _, a in curve])},
             out / "probe_epochs.png",
             "linear-probe accuracy during training",
             "epoch",
@@ -261,7 +291,8 @@ def lso(
     loss is within each threshold (nats per image) of its final value, and the spread of the
     codes reached from different random initialisations."""
     model = loaded.model
-    x = loaded.dataset.test.x[:n]
+    held_out = shown_inputs(loaded.dataset.test, n, seed)
+    x = loaded.dataset.test.x[held_out]
     ctx = model.context(training=False)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -284,7 +315,7 @@ def lso(
 
     gen = torch.Generator().manual_seed(seed)
     random_runs = [run(torch.randn(n, model.latent_dim, generator=gen)) for _ in range(inits)]
-    encoder_history, _ = run(posterior_means(model, loaded.dataset.test.head(n))[0])
+    encoder_history, _ = run(posterior_means(model, Split(x)))
     finals = torch.stack([y for _, y in random_runs])
     pairwise = torch.cdist(finals.transpose(0, 1), finals.transpose(0, 1)).mean()
     curves = {
@@ -301,6 +332,7 @@ def lso(
     )
     return {
         "n": n,
+        "inputs": held_out.tolist(),
         "inits": inits,
         "iterations": iterations,
         "lr": lr,

@@ -191,8 +191,9 @@ def load_dataset(cfg: DataConfig) -> Dataset:
 
 
 def subset(split: Split, n: int | None, cfg: DataConfig, name: str) -> Split:
-    """The ``data.subset`` of n rows of one split: the first n, or n drawn at random with a seed
-    made from ``data.seed`` and the split's name (so each split is drawn on its own)."""
+    """The ``data.subset`` of n rows of one split: n drawn at random (stratified by label where
+    the data has labels) with a seed made from ``data.seed`` and the split's name (so each split
+    is drawn on its own), or the first n."""
     if cfg.subset == "random":
         return split.sample(n, zlib.crc32(f"vaecore-subset:{cfg.seed}:{name}".encode()))
     return split.head(n)

@@ -11,6 +11,24 @@ import torch
 from vaecore.hooktypes import Batch
 
 
+def draw_rows(total: int, n: int, seed: int, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """The sorted indices of n of ``total`` rows drawn without replacement by
+    ``numpy.random.default_rng(seed)``. With ``labels`` the draw is stratified: each class gets
+    its share of n (largest remainders break ties, so the counts sum to n) drawn at random from
+    its rows (the classes left over after rounding down, largest remainder first, ties in a random
+    order), so a subset of a file sorted by class still holds every class in proportion."""
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        return torch.from_numpy(np.sort(rng.choice(total, size=n, replace=False)))
+    classes, inverse, counts = np.unique(labels.cpu().numpy(), return_inverse=True, return_counts=True)
+    quota = counts * n / total
+    take = np.floor(quota).astype(np.int64)
+    leftover = np.lexsort((rng.random(len(classes)), take - quota))  # largest remainder first, ties at random
+    take[leftover[: n - int(take.sum())]] += 1
+    picked = [rng.choice(np.flatnonzero(inverse == c), size=int(k), replace=False) for c, k in enumerate(take)]
+    return torch.from_numpy(np.sort(np.concatenate(picked)))
+
+
 @attrs.frozen
 class Split:
     """One split of a dataset: inputs ``x`` ``(N, *shape)`` as float32 and optional labels ``y``.
@@ -45,12 +63,12 @@ class Split:
         return self.rows(slice(0, n))
 
     def sample(self, n: int | None, seed: int) -> Split:
-        """n rows drawn without replacement by ``numpy.random.default_rng(seed)``, kept in the
-        split's order (all when n is None or larger than the split). A seed always gives the same rows."""
+        """n rows drawn without replacement (see :func:`draw_rows`: stratified by label when the
+        split has labels), kept in the split's order (all when n is None or larger than the split).
+        A seed always gives the same rows."""
         if n is None or n >= len(self):
             return self
-        index = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
-        return self.rows(torch.from_numpy(index))
+        return self.rows(draw_rows(len(self), n, seed, self.y))
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
         """Minibatches in a random order drawn from ``generator``, or in order when it is None.

@@ -13,9 +13,14 @@ mi_batch, mi_split                y, posterior q(y|x) (its Gaussian; for a flow,
 au, activity, pca_components      y, the posterior mean (``posterior.mean``: a flow's own mean)
 mpd, cond_entropy                 y, the Gaussian posterior parameters (a flow's base)
 reencoding_error                  y: a sample y ~ q vs the encoder mean of the decoded mean at g(y)
-hoyer                             z = latent_map(posterior mean), the representation (InteL)
-probe_mu, probe_mu_var, probe_z   y: posterior mean; [mean, variance]; one sample y ~ q(y|x)
+hoyer                             z = g(posterior mean), the representation (InteL's eq. for z)
+hoyer_g_y                         z = g(y), one sample y ~ q(y|x) per input (InteL's released code)
+probe_g_mean                      z = g(posterior mean)
+probe_g_mean_var                  [g(posterior mean), variance of q(y|x)]
+probe_g_y                         z = g(y), one sample y ~ q(y|x)
 ================================  ==============================================================
+
+g is the stack's ``latent_map`` (the identity without one, where z = y).
 
 "The Gaussian" of a posterior is the posterior itself when it is a
 :class:`~vaecore.distributions.DiagonalGaussian`, else its ``base`` attribute (a flow posterior

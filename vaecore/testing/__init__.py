@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import tomli_w
 import torch
@@ -62,6 +66,28 @@ def synthetic_dataset(n: int = 256, dim: int = 16, seed: int = 0, labels: bool =
         return Split((prototypes[y] - flips).abs(), y if labels else None)
 
     return Dataset("synthetic", split(n), split(n // 4), split(n // 4), binary=True)
+
+
+@contextlib.contextmanager
+def streamed_through_the_device() -> Iterator[None]:
+    """Inside the block, iterating a :class:`~vaecore.data.Split` other than through
+    :func:`vaecore.device_batches` raises: a test that the evaluation loops it wraps move every
+    batch to the model's device (they would fail on CUDA otherwise)."""
+    from vaecore.streaming import device_batches
+
+    plain = Split.batches
+
+    def guarded(self: Split, *args: Any, **kwargs: Any) -> Any:
+        caller = sys._getframe(1).f_code
+        if caller is not device_batches.__code__:
+            raise AssertionError(
+                f"{caller.co_filename}:{caller.co_firstlineno} ({caller.co_name}) iterates a split without "
+                "vaecore.device_batches, so its batches never reach the model's device"
+            )
+        return plain(self, *args, **kwargs)
+
+    with mock.patch.object(Split, "batches", guarded):
+        yield
 
 
 def binarized_mnist(n_train: int = 1000, n_valid: int = 200, n_test: int = 200) -> Dataset:

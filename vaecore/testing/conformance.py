@@ -73,7 +73,16 @@ from vaecore.errors import ConfigError, PluginError
 from vaecore.hookspecs import CLAIMED_HOOKS, HOOK_API_VERSION
 from vaecore.hooktypes import Batch, Bound, Term
 from vaecore.plugin_manager import PluginRegistry, hook_names, is_identifier
-from vaecore.testing import load, make_registry, merge, run_training, synthetic_dataset, tiny_config, train_steps
+from vaecore.testing import (
+    load,
+    make_registry,
+    merge,
+    run_training,
+    streamed_through_the_device,
+    synthetic_dataset,
+    tiny_config,
+    train_steps,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -387,6 +396,21 @@ class PluginConformance:
             tested = type(plugin).__name__ == self.conformance_registry().load(self.plugin_name).__name__
             if tested and "extra_loss" in hook_names(type(plugin)):
                 assert any(k.startswith(f"train.{pid}.") for k in result.metrics), f"no {pid}.* loss term logged"
+
+    def test_eval_metrics_stream_the_split_through_the_models_device(
+        self, registry: PluginRegistry, conformance_dataset: Dataset
+    ) -> None:
+        """``eval_metrics`` reads the split through :func:`vaecore.device_batches` (or
+        :func:`vaecore.encode_split`), so its batches reach the model's device, and returns
+        plain numbers."""
+        cls = registry.load(self.plugin_name)
+        if "eval_metrics" not in hook_names(cls):
+            pytest.skip("the plugin has no eval_metrics")
+        torch.manual_seed(0)
+        model = build_model(load(self.raw_config([self.entry()]), registry), conformance_dataset, registry)
+        with streamed_through_the_device():
+            metrics = model.stack.eval_metrics(model, conformance_dataset.test, model.context(training=False))
+        json.dumps(metrics)
 
     def test_composes_with_installed_plugins(self, conformance_partner: str, conformance_dataset: Dataset) -> None:
         """Stacked before and after every other installed plugin, a few steps train to finite

@@ -252,12 +252,7 @@ class IntelPlugin(nn.Module):
         Circle: mean and minimum norm of g(mean). Sparse: mean selector output and eq. 7."""
         if self.mapping not in ("cluster", "circle", "sparse"):
             return None
-        means = []
-        with torch.no_grad():
-            for batch in split.batches(500):
-                posterior, _ = model.encode(batch.x, ctx)
-                means.append(posterior.mean)
-        mu = torch.cat(means)
+        mu = torch.cat([posterior.mean for _, posterior in vaecore.encode_split(model, split, 500, ctx)])
         with torch.no_grad():
             if self.mapping == "cluster":
                 result: dict[str, Any] = self._proportion_metrics()

@@ -152,16 +152,12 @@ class RenyiPlugin:
         """The bound on the evaluated split with ``valid_samples`` samples (kl weight 1)."""
         k = self.samples_for(False)
         sums = {"bound": 0.0, "iwae": 0.0, "elbo": 0.0}
-        was_training = model.training
-        model.eval()
         batch_size = max(1, 50_000 // k)
-        with torch.no_grad():
-            for batch in split.batches(batch_size):
-                ctx.batch = batch
+        with torch.no_grad(), vaecore.eval_mode(model):
+            for batch in vaecore.device_batches(model, split, batch_size, ctx):
                 log_w = model(batch.x, ctx, k).log_w
                 sums["bound"] += float(renyi_bound(log_w, self.alpha).sum())
                 sums["iwae"] += float((torch.logsumexp(log_w, 0) - math.log(k)).sum())
                 sums["elbo"] += float(log_w.mean(0).sum())
-        model.train(was_training)
         n = max(len(split), 1)
         return {**{name: value / n for name, value in sums.items()}, "K": k}
