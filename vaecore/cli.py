@@ -76,24 +76,37 @@ def make_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser(
         "sweep",
         help="train a grid of configs in parallel and gather one results table",
-        description="Train every combination of the --grid values as parallel `vaecore train` processes into "
-        "OUT/<key>-<value>__.../, skipping runs whose eval.json exists (re-run to continue), and gather their "
-        "eval.json into OUT/results.md and OUT/results.csv: one row per run with the columns run, the swept "
-        "keys, status, epoch and every scalar metric.",
+        description="Train every combination of the --grid values (and --seeds) as parallel `vaecore train` "
+        "processes into OUT/<key>-<value>__.../ and gather their eval.json into OUT/results.md and "
+        "OUT/results.csv: one row per run with the columns run, the swept keys, status, epoch and every scalar "
+        "metric and, when train.seed is swept, one row per configuration with the mean, the sample standard "
+        "deviation and n of every numeric metric over its seeds. Re-run to continue: a finished run is reused "
+        "only when its config equals the one asked for; a run of another config stops the sweep, naming the "
+        "keys that differ.",
     )
     sweep.add_argument("config", type=Path, help="the TOML config every run starts from")
     sweep.add_argument(
         "--grid",
         action="append",
         default=[],
-        required=True,
         metavar="KEY=V1,V2",
         help="a config key and its values, e.g. train.lr=1e-3,3e-4 (repeatable: the product is run)",
     )
     sweep.add_argument("--jobs", type=int, default=1, metavar="N", help="runs at a time (default: 1)")
     sweep.add_argument("--out", type=Path, help="the sweep folder (default: sweeps/<config name>)")
+    sweep.add_argument(
+        "--seeds",
+        metavar="S1,S2",
+        help="train every grid point with each of these seeds, e.g. 0,1,2 (the grid train.seed=0,1,2, swept last)",
+    )
     _add_set(sweep)
     add_analysis_parsers(sub, _add_set)
+    sweep.add_argument(
+        "--retrain-stale",
+        action="store_true",
+        help="move runs in OUT trained with another config to OUT/stale/ and train them again "
+        "(default: stop and name the keys that differ)",
+    )
     return parser
 
 
@@ -209,10 +222,18 @@ def cmd_new_plugin(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from vaecore.sweep import run_sweep, to_markdown
+    from vaecore.sweep import run_sweep
 
-    result = run_sweep(args.config, args.grid, jobs=args.jobs, out=args.out, overrides=args.overrides)
-    print(to_markdown(result.rows, result.columns), end="")
+    result = run_sweep(
+        args.config,
+        args.grid,
+        jobs=args.jobs,
+        out=args.out,
+        overrides=args.overrides,
+        seeds=args.seeds,
+        retrain_stale=args.retrain_stale,
+    )
+    print(result.table, end="")
     print(f"wrote {result.markdown} and {result.csv}")
     if result.failed:
         logs = ", ".join(str(result.markdown.parent / "logs" / f"{name}.log") for name in result.failed)
