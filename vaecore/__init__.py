@@ -1,9 +1,15 @@
-"""vaecore: a small, fast VAE trainer whose methods are pluggy plugins stacked from a config."""
+"""vaecore: a small, fast VAE trainer whose methods are pluggy plugins stacked from a config.
 
-__version__ = "0.1.0"
+``from vaecore import hookimpl`` loads only the hook markers (pluggy, no torch, no trainer); every
+other public name is imported from its module the first time it is used (PEP 562), so a plugin
+module that needs the markers alone stays cheap to import.
+"""
 
-from vaecore.config import Config, load_config
-from vaecore.distributions import DiagonalGaussian, Posterior, Prior, StandardNormal
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from vaecore.errors import (
     CheckpointError,
     ConfigError,
@@ -13,12 +19,59 @@ from vaecore.errors import (
     VaecoreError,
 )
 from vaecore.hookspecs import HOOK_API_VERSION, hookimpl, hookspec
-from vaecore.hooktypes import Batch, Bound, EpochResult, ModelInfo, StepContext, Term
-from vaecore.model import VAE, ForwardOutput
-from vaecore.plugin_manager import PluginRegistry, PluginStack
-from vaecore.restore import LoadedRun, load_run
-from vaecore.streaming import device_batches, encode_split, eval_mode
-from vaecore.trainer import Trainer, train_or_reuse
+
+__version__ = "0.1.0"
+
+_LAZY: dict[str, str] = {
+    "Config": "vaecore.config",
+    "load_config": "vaecore.config",
+    "DiagonalGaussian": "vaecore.distributions",
+    "Posterior": "vaecore.distributions",
+    "Prior": "vaecore.distributions",
+    "StandardNormal": "vaecore.distributions",
+    "Batch": "vaecore.hooktypes",
+    "Bound": "vaecore.hooktypes",
+    "EpochResult": "vaecore.hooktypes",
+    "ModelInfo": "vaecore.hooktypes",
+    "StepContext": "vaecore.hooktypes",
+    "Term": "vaecore.hooktypes",
+    "VAE": "vaecore.model",
+    "ForwardOutput": "vaecore.model",
+    "PluginRegistry": "vaecore.plugin_manager",
+    "PluginStack": "vaecore.plugin_manager",
+    "LoadedRun": "vaecore.restore",
+    "load_run": "vaecore.restore",
+    "device_batches": "vaecore.streaming",
+    "encode_split": "vaecore.streaming",
+    "eval_mode": "vaecore.streaming",
+    "Trainer": "vaecore.trainer",
+    "train_or_reuse": "vaecore.trainer",
+}
+"""Public name -> the module it lives in, imported on first use."""
+
+if TYPE_CHECKING:
+    from vaecore.config import Config, load_config
+    from vaecore.distributions import DiagonalGaussian, Posterior, Prior, StandardNormal
+    from vaecore.hooktypes import Batch, Bound, EpochResult, ModelInfo, StepContext, Term
+    from vaecore.model import VAE, ForwardOutput
+    from vaecore.plugin_manager import PluginRegistry, PluginStack
+    from vaecore.restore import LoadedRun, load_run
+    from vaecore.streaming import device_batches, encode_split, eval_mode
+    from vaecore.trainer import Trainer, train_or_reuse
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vaecore' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "HOOK_API_VERSION",

@@ -34,6 +34,7 @@ fitted on ``eval.probe_train_size`` rows of the probe split drawn with ``eval.se
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -113,7 +114,7 @@ def _probe_features(model: VAE, posterior: Any, y: torch.Tensor, ctx: StepContex
 
 
 def _update_in_shuffled_minibatches(
-    metric: MutualInfoBatch, rows: list[tuple[torch.Tensor, ...]], size: int, seed: int
+    metric: MutualInfoBatch, rows: Sequence[tuple[torch.Tensor, ...]], size: int, seed: int
 ) -> None:
     """Feed ``metric`` the split's rows (lists of per-batch tensors, concatenated) in minibatches
     of ``size`` taken in an order shuffled by ``seed``."""

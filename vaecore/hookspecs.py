@@ -28,9 +28,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import pluggy
-import torch
 
 if TYPE_CHECKING:
+    import torch
+
     from vaecore.data import Split
     from vaecore.distributions import Posterior, Prior
     from vaecore.hooktypes import Batch, Bound, EpochResult, ModelInfo, StepContext, Term

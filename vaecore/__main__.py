@@ -1,0 +1,7 @@
+"""``python -m vaecore``: the ``vaecore`` command."""
+
+import sys
+
+from vaecore.cli import main
+
+sys.exit(main())
