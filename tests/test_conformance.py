@@ -226,3 +226,30 @@ def test_partners_default_to_every_installed_plugin():
         plugin_class = Gate
 
     assert Everyone.partner_names() == [n for n in make_registry().names() if n != "gate"]
+
+
+# partners that are broken are skipped, not failed ------------------------------------------------
+
+
+class MisspelledPartner:
+    """A partner whose only hook has no spec: it loads, but does not register."""
+
+    api_version = HOOK_API_VERSION
+
+    @hookimpl
+    def extra_los(self, out):
+        return None
+
+
+class WithBrokenPartner(PluginConformance):  # not collected (no Test prefix): driven by the test below
+    plugin_name = "gate"
+    plugin_class = Gate
+
+    @classmethod
+    def conformance_registry(cls):
+        return make_registry({"gate": Gate, "broken": MisspelledPartner}, entry_points=False)
+
+
+def test_a_partner_that_does_not_register_is_skipped_with_its_reason():
+    with pytest.raises(pytest.skip.Exception, match="partner 'broken' does not register on its own:.*extra_los"):
+        WithBrokenPartner().test_composes_with_installed_plugins("broken", synthetic_dataset(n=64, dim=16))

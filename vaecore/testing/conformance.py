@@ -49,7 +49,13 @@ Class attributes to set (only ``plugin_name`` is required):
     The plugin's own parameters (if it is an ``nn.Module`` with any) must receive gradients from
     one training loss (default True). Set False for parameters trained some other way.
 
-Override the class-scoped fixture ``conformance_dataset`` to test on other data.
+Override the class-scoped fixture ``conformance_dataset`` to test on other data, as a
+classmethod (pytest 9 deprecates class-scoped fixtures on instances)::
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def conformance_dataset(cls):
+        return my_dataset()
 """
 
 from __future__ import annotations
@@ -171,7 +177,8 @@ class PluginConformance:
             )
 
     @pytest.fixture(scope="class")
-    def conformance_dataset(self) -> Dataset:
+    @classmethod
+    def conformance_dataset(cls) -> Dataset:
         """The data of every test: tiny and binary. Override for a plugin that needs other data."""
         return synthetic_dataset(n=128, dim=16)
 
@@ -182,12 +189,13 @@ class PluginConformance:
         return self.conformance_registry()
 
     @pytest.fixture(scope="class")
-    def reference_run(self, tmp_path_factory: pytest.TempPathFactory, conformance_dataset: Dataset) -> Path:
+    @classmethod
+    def reference_run(cls, tmp_path_factory: pytest.TempPathFactory, conformance_dataset: Dataset) -> Path:
         """Two epochs of the plugin alone, trained once per class and shared by the run tests."""
         torch.set_num_threads(1)
         out = tmp_path_factory.mktemp("reference") / "run"
         run_training(
-            self.raw_config([self.entry()], **RUN_SECTIONS), out, conformance_dataset, self.conformance_registry()
+            cls.raw_config([cls.entry()], **RUN_SECTIONS), out, conformance_dataset, cls.conformance_registry()
         )
         return out
 
@@ -424,9 +432,13 @@ class PluginConformance:
         partner_id = conformance_partner if is_identifier(conformance_partner) else f"{conformance_partner}_"
         partner = {"name": conformance_partner, "id": partner_id, **self.partner_options.get(conformance_partner, {})}
         try:
-            load(self.raw_config([partner]), registry)
+            partner_config = load(self.raw_config([partner]), registry)
         except ConfigError as exc:
             pytest.skip(f"partner {conformance_partner!r} needs options (set partner_options): {exc}")
+        try:  # a broken partner is its author's problem, not a failure of this plugin
+            build_model(partner_config, conformance_dataset, registry)
+        except (PluginError, ConfigError) as exc:
+            pytest.skip(f"partner {conformance_partner!r} does not register on its own: {exc}")
         if conformance_partner in self.must_follow:
             self._check_refused([self.entry(), partner], conformance_dataset)
         else:
