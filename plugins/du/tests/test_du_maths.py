@@ -146,16 +146,19 @@ def test_training_batch_of_one_uses_running_statistics_without_updating_them():
 
 def test_bn_vae_kl_lower_bound_holds_on_the_batch():
     """Zhu et al.: with BN on the means, E_batch[KL] >= 0.5 * sum_d E_batch[mu_d^2]
-    = 0.5 * sum_d (gamma_d^2 * s_d / (s_d + eps) + beta_d^2), whatever the encoder outputs."""
-    plugin = make(gamma=0.6, drop=0.0).train()
+    = 0.5 * sum_d (gamma^2 * s_d / (s_d + eps) + beta_d^2), whatever the encoder outputs (the
+    BN-VAE preset: the scale fixed at gamma, no floor, no dropout)."""
+    plugin = make(gamma=0.6, drop=0.0, floor=0.0, scale="fixed").train()
     with torch.no_grad():
         plugin.bn.bias.copy_(torch.tensor([0.2, 0.0, -0.1, 0.05]))
     post = DiagonalGaussian(torch.randn(256, 4) * 1e-2, torch.ones(256, 4))  # nearly collapsed means
     out = plugin.post_posterior(post, ctx(True, 1.0))
     s = post.loc.var(0, unbiased=False)
-    bound = 0.5 * (plugin.bn.weight.pow(2) * s / (s + 1e-5) + plugin.bn.bias.pow(2)).sum()
+    assert torch.equal(plugin.bn.weight, torch.full((4,), 0.6))
+    bound = 0.5 * (0.6**2 * s / (s + 1e-5) + plugin.bn.bias.pow(2)).sum()
     kl = out.kl_per_dim().sum(-1).mean()
     assert kl >= bound - 1e-6
+    torch.testing.assert_close(kl, bound)  # unit variances: the bound is tight
     assert bound > 0.6  # 0.5 * (4 * 0.36 * s/(s+eps) + 0.0525) with s ~ 1e-4: ~0.68
 
 
@@ -174,6 +177,18 @@ def test_rescale_sets_mean_square_weight_to_gamma_squared(mode):
     w = plugin.bn.weight.detach()
     assert w.pow(2).mean().item() == pytest.approx(gamma**2, rel=1e-6)
     torch.testing.assert_close(w / w.norm(), direction)  # only the scale changes
+
+
+def test_fixed_scale_is_never_rescaled_or_trained():
+    plugin = make(gamma=0.5, drop=0.0, floor=0.0, scale="fixed").train()
+    assert [name for name, _ in plugin.named_parameters()] == ["bn.bias"]
+    loc = torch.randn(32, 4, requires_grad=True)
+    out = plugin.post_posterior(DiagonalGaussian.from_log_var(loc, torch.zeros(32, 4)), ctx(True, 1.0))
+    plugin.on_step_end(ctx())
+    plugin.rescale_weight()
+    assert torch.equal(plugin.bn.weight, torch.full((4,), 0.5))
+    out.kl_per_dim().sum().backward()
+    assert plugin.bn.weight.grad is None and plugin.bn.bias.grad.abs().sum() > 0 and loc.grad is not None
 
 
 def test_step_mode_does_not_rescale_in_forward():
