@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import attrs
 import pytest
 import torch
 from torch import nn
@@ -21,6 +22,7 @@ from vaecore.testing import (
     run_training,
     synthetic_dataset,
     tiny_config,
+    train_steps,
 )
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)  # 0.918939...
@@ -63,9 +65,15 @@ def registry():
     return make_registry({"probe": Probe, "double": Double})
 
 
-def ne_model(plugins, latent=4, dataset=None, **sections):
+# a tiny PixelCNN decoder for the 4 x 4 images of synthetic_dataset(n, 16)
+PIXELCNN = {"kind": "pixelcnn", "kernel_sizes": [3, 3], "width": 8, "z_channels": 2}
+DECODERS = {"mlp": {}, "pixelcnn": PIXELCNN}
+
+
+def ne_model(plugins, latent=4, dataset=None, decoder="mlp", **sections):
     dataset = dataset if dataset is not None else synthetic_dataset(64, 16)
-    raw = tiny_config(plugins, model={"latent_dim": latent}, **sections)
+    model_section = {"latent_dim": latent, **({"decoder": DECODERS[decoder]} if DECODERS[decoder] else {})}
+    raw = tiny_config(plugins, model=model_section, **sections)
     return make_model(raw, dataset, registry()), dataset
 
 
@@ -289,9 +297,9 @@ def test_lp_with_a_flow_posterior_is_refused_with_a_clear_message():
 # where the gradient flows
 
 
-def grads_from_ne(options):
+def grads_from_ne(options, decoder="mlp"):
     """Which parameter groups and which first-pass tensors receive gradient from the NE term alone."""
-    model, data = ne_model([{"name": "ne", **options}])
+    model, data = ne_model([{"name": "ne", **options}], decoder=decoder)
     ctx = model.context(training=True)
     out = model(data.train.x[:16], ctx)
     value = plugin_of(model).reencoding_loss(out, ctx)
@@ -326,8 +334,11 @@ def grads_from_ne(options):
         (["code", "reconstruction", "reencoded"], set()),
     ],
 )
-def test_gradient_paths(detach, expected):
-    assert grads_from_ne({"detach": detach, "target": "mean"}) == expected
+@pytest.mark.parametrize("decoder", ["mlp", "pixelcnn"])
+def test_gradient_paths(detach, expected, decoder):
+    # with a PixelCNN the path is drawn from p(x|z) without a graph; "mean" (the default) is
+    # differentiable in z and the decoder through the parameters teacher-forced on that path
+    assert grads_from_ne({"detach": detach, "target": "mean"}, decoder) == expected
 
 
 def test_weight_zero_only_monitors():
@@ -339,9 +350,133 @@ def test_weight_zero_only_monitors():
     assert float(term.value) > 0
 
 
-def test_reconstruction_sample_gives_the_decoder_no_gradient_with_bernoulli():
+@pytest.mark.parametrize("decoder", ["mlp", "pixelcnn"])
+def test_reconstruction_sample_gives_the_decoder_no_gradient_with_bernoulli(decoder):
     # a Bernoulli sample is not reparameterised: the NE term cannot reach the decoder through it
-    assert grads_from_ne({"reconstruction": "sample", "target": "mean"}) == {"encoder", "code"}
+    # (nor through a pixel-by-pixel draw, greedy or not)
+    assert grads_from_ne({"reconstruction": "sample", "target": "mean"}, decoder) == {"encoder", "code"}
+    if decoder == "pixelcnn":
+        options = {"reconstruction": "sample", "decoding": "greedy", "target": "mean"}
+        assert grads_from_ne(options, decoder) == {"encoder", "code"}
+
+
+# ----------------------------------------------------------------------------------------------
+# an autoregressive decoder: x_hat is decoded from z alone
+
+DETACH_SETS = [
+    [],
+    ["code"],
+    ["reconstruction"],
+    ["reencoded"],
+    ["code", "reconstruction"],
+    ["code", "reencoded"],
+    ["reconstruction", "reencoded"],
+    ["code", "reconstruction", "reencoded"],
+]
+
+
+def ar_entry(detach=(), reconstruction="mean", decoding=None, **extra):
+    """An ne entry for the PixelCNN tests; ``decoding=None`` leaves the option at its default."""
+    entry = {"name": "ne", "detach": list(detach), "reconstruction": reconstruction, **extra}
+    if decoding is not None:
+        entry["decoding"] = decoding
+    return entry
+
+
+def reencoded_input(model, out, ctx, seed):
+    """The x_hat the NE term re-encodes (what the second pre_encode sees), under a fixed seed."""
+    probe = model.stack.plugins["probe"]
+    torch.manual_seed(seed)
+    plugin_of(model).reencoding_loss(out, ctx)
+    return probe.seen[-1]
+
+
+def ar_setup(entry, n=16):
+    model, data = ne_model([{"name": "probe"}, entry], decoder="pixelcnn")
+    assert model.autoregressive
+    with torch.no_grad():  # sharpen the untrained decoder: its outputs then depend clearly on x_<i
+        for param in model.decoder.parameters():
+            param.mul_(3.0)
+    ctx = model.context(training=True)
+    x = data.train.x[:n]
+    torch.manual_seed(0)
+    out = model(x, ctx)
+    return model, ctx, out
+
+
+def with_other_input(model, out, x):
+    """The same codes (same y, z, posterior) as ``out``, with another input and its teacher-forced
+    parameters: what a forward pass on ``x`` would give had it drawn the same z."""
+    params = model.decode(out.z, x)
+    return attrs.evolve(out, x=x, params=params, log_px=model.likelihood.log_prob(x, params))
+
+
+@pytest.mark.parametrize("decoding", [None, "greedy"])
+@pytest.mark.parametrize("reconstruction", ["mean", "sample"])
+@pytest.mark.parametrize("detach", DETACH_SETS)
+def test_pixelcnn_x_hat_for_a_fixed_z_does_not_change_with_x(detach, reconstruction, decoding):
+    model, ctx, out = ar_setup(ar_entry(detach, reconstruction, decoding))
+    other = with_other_input(model, out, 1.0 - out.x)
+    assert not torch.allclose(other.params, out.params)  # the teacher-forced parameters follow x
+    first = reencoded_input(model, out, ctx, seed=3)
+    second = reencoded_input(model, other, ctx, seed=3)
+    assert torch.equal(first, second)
+
+
+@pytest.mark.parametrize("decoding", [None, "greedy"])
+@pytest.mark.parametrize("reconstruction", ["mean", "sample"])
+def test_pixelcnn_every_detach_reencodes_the_same_x_hat(reconstruction, decoding):
+    model, ctx, out = ar_setup(ar_entry([], reconstruction, decoding))
+    reference = reencoded_input(model, out, ctx, seed=5)
+    for detach in DETACH_SETS[1:]:
+        plugin_of(model).options.detach = detach
+        assert torch.allclose(reencoded_input(model, out, ctx, seed=5), reference, atol=1e-6), detach
+
+
+@pytest.mark.parametrize("decoding", [None, "greedy"])
+def test_pixelcnn_mean_and_sample_agree_on_the_path(decoding):
+    """Under one seed, "sample" re-encodes the path drawn from p(x|z) (``VAE.generate``) and
+    "mean" the per-pixel conditional means along that same path."""
+    model, ctx, out = ar_setup(ar_entry([], "sample", decoding))
+    path = reencoded_input(model, out, ctx, seed=7)
+    torch.manual_seed(7)
+    expected, _ = model.generate(out.z, greedy=decoding == "greedy")
+    assert torch.equal(path, expected.reshape(path.shape))
+    assert set(path.unique().tolist()) <= {0.0, 1.0}
+    plugin_of(model).options.reconstruction = "mean"
+    means = reencoded_input(model, out, ctx, seed=7)
+    teacher_forced_on_path = torch.sigmoid(model.decode(out.z, expected)).reshape(means.shape)
+    assert torch.allclose(means, teacher_forced_on_path, atol=1e-6)
+    assert not torch.allclose(means, torch.sigmoid(out.params).reshape(means.shape))  # not the data's
+
+
+@pytest.mark.parametrize("reconstruction", ["mean", "sample"])
+def test_pixelcnn_greedy_is_deterministic_and_sample_is_random(reconstruction):
+    model, ctx, out = ar_setup(ar_entry([], reconstruction, "greedy"), n=16)
+    greedy = [reencoded_input(model, out, ctx, seed=s) for s in (0, 1)]
+    assert torch.equal(greedy[0], greedy[1])
+    plugin_of(model).options.decoding = "sample"
+    drawn = [reencoded_input(model, out, ctx, seed=s) for s in (0, 1)]
+    assert not torch.equal(drawn[0], drawn[1])
+
+
+@pytest.mark.parametrize("detach", [[], ["code"]])
+def test_pixelcnn_teacher_forced_approximation_is_the_old_behaviour(detach):
+    """The cheap non-default option re-encodes the parameters teacher-forced on the data: x_hat
+    then follows x (its bias), for every detach value alike."""
+    model, ctx, out = ar_setup(ar_entry(detach, "mean", "teacher_forced_approximation"))
+    x_hat = reencoded_input(model, out, ctx, seed=0)
+    assert torch.allclose(x_hat, torch.sigmoid(out.params).reshape(x_hat.shape), atol=1e-6)
+    other = with_other_input(model, out, 1.0 - out.x)
+    assert not torch.allclose(reencoded_input(model, other, ctx, seed=0), x_hat)
+
+
+def test_pixelcnn_ne_trains_through_the_core():
+    raw = tiny_config([{"name": "ne"}], model={"decoder": PIXELCNN}, train={"batch_size": 16})
+    result = train_steps(raw, synthetic_dataset(64, 16), steps=2)
+    assert result.model.autoregressive
+    for key in ("train.ne.reencode", "valid.ne.reencode"):
+        assert math.isfinite(result.metrics[key]) and result.metrics[key] > 0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -393,13 +528,16 @@ def test_training_with_ne_lowers_the_reencoding_error(tmp_path, mnist):
     assert finals[1.0] < 0.5 * finals[0.0]
 
 
-def test_monitor_only_entry_leaves_training_unchanged(tmp_path):
-    """weight 0 with target and reconstruction "mean" draws no random numbers and adds no gradient:
-    the run equals the plain VAE's, plus the logged re-encoding error."""
+@pytest.mark.parametrize("decoder", ["mlp", "pixelcnn"])
+def test_monitor_only_entry_leaves_training_unchanged(tmp_path, decoder):
+    """weight 0 with target and reconstruction "mean" (and, with an autoregressive decoder, greedy
+    decoding) draws no random numbers and adds no gradient: the run equals the plain VAE's, plus
+    the logged re-encoding error."""
     data = synthetic_dataset(128, 16)
-    monitor = {"name": "ne", "weight": 0.0, "target": "mean"}
-    train(tiny_config([], train={"epochs": 2}), tmp_path / "plain", data)
-    train(tiny_config([monitor], train={"epochs": 2}), tmp_path / "monitor", data)
+    monitor = {"name": "ne", "weight": 0.0, "target": "mean", "decoding": "greedy"}
+    model = {"decoder": PIXELCNN} if decoder == "pixelcnn" else {}
+    train(tiny_config([], model=model, train={"epochs": 2}), tmp_path / "plain", data)
+    train(tiny_config([monitor], model=model, train={"epochs": 2}), tmp_path / "monitor", data)
     for plain, mon in zip(read_metrics(tmp_path / "plain"), read_metrics(tmp_path / "monitor")):
         assert mon.pop("train.ne.reencode") > 0 and mon.pop("valid.ne.reencode") > 0
         plain.pop("seconds"), mon.pop("seconds")
@@ -438,6 +576,11 @@ def config_error(plugins):
         ({"cap": math.nan}, "plugins[0].cap: must be a number or -inf, got nan"),
         ({"reconstruction": "mode"}, "plugins[0].reconstruction: must be one of 'mean', 'sample', got 'mode'"),
         ({"target": "mode"}, "plugins[0].target: must be one of 'sample', 'mean', got 'mode'"),
+        (
+            {"decoding": "teacher_forced"},
+            "plugins[0].decoding: must be one of 'sample', 'greedy', 'teacher_forced_approximation', "
+            "got 'teacher_forced'",
+        ),
         (
             {"detach": ["decoder"]},
             "plugins[0].detach: must be one of 'code', 'reconstruction', 'reencoded', got 'decoder'",
@@ -481,6 +624,7 @@ def test_good_options_including_a_negative_and_an_infinite_cap():
         "sample",
     )
     assert defaults.detach == [] and defaults.update_stats is False
+    assert defaults.decoding == "sample"
 
 
 # ----------------------------------------------------------------------------------------------
