@@ -337,7 +337,9 @@ def test_mnist_download_pipeline_against_a_local_mirror(tmp_path, http_folder, m
         (served / f"{stem}.gz").write_bytes(gzip.compress(content, compresslevel=1))
     monkeypatch.setitem(images.MIRRORS, "mnist", ("http://127.0.0.1:9", url))
     cache = tmp_path / "data"
-    ds = load_dataset(DataConfig(name="mnist", root=str(cache), download=True, valid_size=10, test_size=10, subset="first"))
+    ds = load_dataset(
+        DataConfig(name="mnist", root=str(cache), download=True, valid_size=10, test_size=10, subset="first")
+    )
     assert (cache / "mnist.npz").is_file() and len(ds.train) == 50000
     assert ds.train.y[:5].tolist() == [5, 0, 4, 1, 9]
     assert torch.equal(ds.test.x, torch.from_numpy(arrays["x_test"][:10]).float() / 255)

@@ -29,7 +29,13 @@ def test_run_folder_contract(tiny_data, tmp_path, registry):
     raw = tiny_config([{"name": "recorder"}], train={"epochs": 2, "kl_warmup": {"start": 0.2, "epochs": 1}})
     trainer, results = run_training(raw, tmp_path / "run", tiny_data, registry)
     run = tmp_path / "run"
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.toml", "eval.json", "metrics.jsonl"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        ".lock",
+        "checkpoints",
+        "config.toml",
+        "eval.json",
+        "metrics.jsonl",
+    ]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
@@ -48,8 +54,14 @@ def test_run_folder_contract(tiny_data, tmp_path, registry):
         "lr",
         "step",
         "seconds",
+        "monitor",
+        "monitor_mode",
+        "monitor_value",
+        "best_epoch",
     ):
         assert key in records[0], key
+    assert records[0]["monitor"] == "valid.elbo" and records[0]["monitor_mode"] == "max"
+    assert records[1]["monitor_value"] == records[1]["valid.elbo"]
     assert records[0]["train.kl_weight"] < 1.0 and records[1]["train.kl_weight"] == 1.0
     assert records[1]["step"] == 2 * trainer.steps_per_epoch
     saved = json.loads((run / "eval.json").read_text())
@@ -130,8 +142,9 @@ def test_resume_fills_keys_added_since_the_checkpoint(tiny_data, tmp_path):
 
 
 def test_resume_without_checkpoint(tiny_data, tmp_path):
-    with pytest.raises(CheckpointError, match="nothing to resume in .*last.pt does not exist"):
+    with pytest.raises(CheckpointError, match="nothing to resume in .*: no run was started there"):
         run_training(tiny_config(), tmp_path / "empty", tiny_data, resume=True)
+    assert not (tmp_path / "empty").exists()
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_data, tmp_path, registry):

@@ -18,7 +18,11 @@ FORMAT_VERSION = 1
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Save ``state`` (tensors and plain data only) to ``path`` via a temporary file and a rename."""
+    """Save ``state`` (tensors and plain data only) to ``path`` via a temporary file and a rename.
+
+    The state is serialised in memory first, then written to ``.NAME.tmp``, flushed and renamed
+    over ``path``: when any of it fails (disk full, a read-only folder, Ctrl-C) ``path`` keeps its
+    previous content and no temporary file is left behind (:func:`~vaecore.runs.atomic_write_bytes`)."""
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, buffer)
     path.parent.mkdir(parents=True, exist_ok=True)

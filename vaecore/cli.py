@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,8 +13,8 @@ from typing import Any
 
 from vaecore import __version__
 from vaecore.analysis.cli import ANALYSIS_COMMANDS, add_analysis_parsers
-from vaecore.errors import VaecoreError
-from vaecore.plugin_manager import PluginRegistry, hook_names
+from vaecore.errors import CheckpointError, PluginError, VaecoreError
+from vaecore.plugin_manager import PluginRegistry, hook_failure, hook_names
 
 
 def _add_set(parser: argparse.ArgumentParser) -> None:
@@ -92,21 +94,21 @@ def make_parser() -> argparse.ArgumentParser:
         metavar="KEY=V1,V2",
         help="a config key and its values, e.g. train.lr=1e-3,3e-4 (repeatable: the product is run)",
     )
-    sweep.add_argument("--jobs", type=int, default=1, metavar="N", help="runs at a time (default: 1)")
-    sweep.add_argument("--out", type=Path, help="the sweep folder (default: sweeps/<config name>)")
     sweep.add_argument(
         "--seeds",
         metavar="S1,S2",
         help="train every grid point with each of these seeds, e.g. 0,1,2 (the grid train.seed=0,1,2, swept last)",
     )
-    _add_set(sweep)
-    add_analysis_parsers(sub, _add_set)
+    sweep.add_argument("--jobs", type=int, default=1, metavar="N", help="runs at a time (default: 1)")
+    sweep.add_argument("--out", type=Path, help="the sweep folder (default: sweeps/<config name>)")
     sweep.add_argument(
         "--retrain-stale",
         action="store_true",
         help="move runs in OUT trained with another config to OUT/stale/ and train them again "
         "(default: stop and name the keys that differ)",
     )
+    _add_set(sweep)
+    add_analysis_parsers(sub, _add_set)
     return parser
 
 
@@ -127,13 +129,76 @@ def metrics_table(results: dict[str, Any]) -> str:
     return format_table(rows, ["metric", "value"])
 
 
+# output paths: refused before any work when they cannot be written, one line when a write fails
+
+
+def _existing_ancestor(path: Path) -> Path:
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def _check_writable(folder: Path, path: Path, option: str) -> None:
+    if not folder.is_dir():
+        raise CheckpointError(f"{option} {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        read_only = hasattr(os, "ST_RDONLY") and bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+        reason = "the file system is read-only" if read_only else "permission denied"
+        raise CheckpointError(f"{option} {path}: cannot write in {folder} ({reason})")
+
+
+def check_out_folder(path: Path, option: str = "--out") -> None:
+    """Refuse an output folder that cannot be created or written: an existing file, a path under
+    a file, a read-only or unwritable place (checked before the work whose results it would hold)."""
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(f"{option} {path}: is a file, not a folder")
+    _check_writable(_existing_ancestor(path), path, option)
+
+
+def check_out_file(path: Path, option: str = "--out") -> None:
+    """Refuse an output file that cannot be written: a folder, in a missing or unwritable folder."""
+    if path.is_dir():
+        raise CheckpointError(f"{option} {path}: is a folder; give the path of the file to write")
+    folder = path.parent
+    if not folder.exists():
+        raise CheckpointError(f"{option} {path}: the folder {folder} does not exist")
+    _check_writable(folder, path, option)
+
+
+def os_error_message(exc: OSError, fallback: Path) -> str:
+    """An OSError as ``PATH: problem`` (the folder being written when the error names no file)."""
+    where = exc.filename if exc.filename is not None else fallback
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        reason += " (free some space)"
+    return f"{where}: {reason}"
+
+
+def _run_hint(out: Path) -> str:
+    from vaecore.runs import RunDir
+
+    run = RunDir(out)
+    if run.last.exists():
+        return f"the last finished epoch is checkpointed in {run.last}: continue with --resume"
+    return f"no epoch was checkpointed in {out} yet: run the same command again to start the run over"
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from vaecore.config import load_config
     from vaecore.trainer import Trainer
 
     out = args.out or Path("runs") / args.config.stem
     config = load_config(args.config, args.overrides)
-    results = Trainer(config, out).fit(resume=args.resume)
+    check_out_folder(out)
+    try:
+        results = Trainer(config, out).fit(resume=args.resume)
+    except Exception as exc:
+        failure = hook_failure(exc)  # a plugin's hook raised: the plugin's error, whatever the type
+        if failure is not None:
+            raise PluginError(f"{failure}; {_run_hint(out)}") from exc
+        if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):  # disk full, folder removed, ...
+            raise CheckpointError(f"{os_error_message(exc, out)}; {_run_hint(out)}") from exc
+        raise
     print(metrics_table(results))
     print(f"run folder: {out}")
     return 0
@@ -153,6 +218,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         overrides.append(f"eval.nll_samples={args.nll_samples}")
     loaded = load_run(args.run_dir, overrides, args.checkpoint)
     config, dataset, run = loaded.config, loaded.dataset, loaded.run
+    if args.out is not None:
+        check_out_file(args.out)
+    else:
+        check_out_folder(run.path, "the run folder")
     cfg = config.eval
     results = {
         "split": cfg.split,
@@ -167,7 +236,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
             progress=bool(config.train.progress) and sys.stderr.isatty(),
         ),
     }
-    target = run.write_eval(results, args.out)
+    try:
+        target = run.write_eval(results, args.out)
+    except OSError as exc:
+        print(metrics_table(results))  # the numbers are not lost with the file
+        raise CheckpointError(f"{os_error_message(exc, args.out or run.eval)}; the results are printed above") from exc
     print(metrics_table(results))
     print(f"wrote {target}")
     return 0
@@ -252,17 +325,40 @@ COMMANDS = {
 }
 
 
+def _quiet_broken_pipe() -> int:
+    """The reader of stdout went away (``vaecore plugins --json | head``): stop without a word,
+    with the status of a process ended by SIGPIPE, as ``cat`` and ``ls`` do."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush of stdout must not fail too
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return 128 + 13
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed pipe is found here, not at exit
+        return code
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except VaecoreError as exc:
         if args.debug:
             raise
         print(f"vaecore: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("vaecore: interrupted; the last finished epoch is checkpointed, continue with --resume", file=sys.stderr)
+    except Exception as exc:  # only an exception a plugin's hook raised (marked by the stack) is reported here
+        failure = hook_failure(exc)
+        if failure is None or args.debug:
+            raise
+        print(f"vaecore: error: {failure}", file=sys.stderr)
+        return PluginError.exit_code
+    except KeyboardInterrupt as exc:
+        # training says what it kept and how to go on (vaecore.trainer.TrainingInterrupted)
+        print(f"vaecore: interrupted; {exc}" if str(exc) else "vaecore: interrupted", file=sys.stderr)
         return 130
 
 

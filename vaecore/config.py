@@ -73,7 +73,7 @@ class LikelihoodConfig:
     """The decoder's distribution p(x|z); ``scale`` is the fixed (or initial) std or Laplace scale."""
 
     kind: str = attrs.field(default="bernoulli", validator=v.one_of(LIKELIHOODS))
-    scale: float = attrs.field(default=1.0, validator=v.gt(0))
+    scale: float = attrs.field(default=1.0, validator=v.gt(0, finite=True))
     learn_scale: bool = False
 
 
@@ -110,8 +110,8 @@ class DataConfig:
     class (its first 2,000 rows are zeros and ones), so ``first`` measures a few classes."""
     # the synthetic 2-D sets (circle, infinity, mog, sparse): training size, noise std, seed
     n_points: int | None = attrs.field(default=None, validator=v.gt(0))
-    noise: float | None = attrs.field(default=None, validator=v.ge(0))
-    seed: int = 0
+    noise: float | None = attrs.field(default=None, validator=v.ge(0, finite=True))
+    seed: int = attrs.field(default=0, validator=v.between(0, 2**32 - 1))
     # image sets (vaecore.data.images): binarization, class subsets, validation hold-out, downloads
     binarize: str = attrs.field(default="none", validator=v.one_of(("none", "static", "dynamic")))
     """``static``: every split binarized once (Bernoulli of the intensities, seeded by ``seed``);
@@ -136,36 +136,68 @@ class WarmupConfig:
 
 @attrs.define(kw_only=True)
 class LRDecayConfig:
-    """Multiply the learning rate by ``factor`` when the validation loss has not improved for
-    ``patience`` epochs; stop after ``max_decays`` decays (He et al. 2019). Off when patience is 0."""
+    """Multiply the learning rate by ``factor`` when the monitored value (``train.monitor``) has
+    not improved for ``patience`` epochs; stop after ``max_decays`` decays (He et al. 2019). Off
+    when patience is 0."""
 
-    factor: float = attrs.field(default=0.5, validator=v.gt(0))
+    factor: float = attrs.field(default=0.5, validator=v.gt(0, finite=True))
     patience: int = attrs.field(default=0, validator=v.ge(0))
     max_decays: int | None = attrs.field(default=None, validator=v.gt(0))
+
+
+MONITOR_MODES = ("auto", "min", "max")
+MAXIMISED_TERMS = frozenset({"elbo", "bound", "iwae", "rec"})
+"""Logged terms that improve by rising: the bounds on log p(x) and the reconstruction term."""
+MINIMISED_TERMS = frozenset({"loss", "kl", "nll"})
+"""Logged terms that improve by falling."""
+
+
+def monitor_direction(key: str | None, mode: str = "auto") -> str | None:
+    """``min`` or ``max`` for the monitored ``key`` (``mode`` unless it is ``auto``: then by the
+    key's last part, None when that does not tell, or when no key is given)."""
+    if mode != "auto" or key is None:
+        return None if key is None else mode
+    last = key.rsplit(".", 1)[-1]
+    return "max" if last in MAXIMISED_TERMS else "min" if last in MINIMISED_TERMS else None
 
 
 @attrs.define(kw_only=True)
 class TrainConfig:
     epochs: int = attrs.field(default=10, validator=v.gt(0))
     batch_size: int = attrs.field(default=100, validator=v.gt(0))
-    lr: float = attrs.field(default=1e-3, validator=v.gt(0))
-    beta: float = attrs.field(default=1.0, validator=v.ge(0))
+    lr: float = attrs.field(default=1e-3, validator=v.gt(0, finite=True))
+    beta: float = attrs.field(default=1.0, validator=v.ge(0, finite=True))
     kl_warmup: WarmupConfig = attrs.field(factory=WarmupConfig)
-    free_bits: float = attrs.field(default=0.0, validator=v.ge(0))
+    free_bits: float = attrs.field(default=0.0, validator=v.ge(0, finite=True))
     samples: int = attrs.field(default=1, validator=v.gt(0))
     grad_clip: float | None = attrs.field(default=None, validator=v.gt(0))
     early_stopping: int | None = attrs.field(default=None, validator=v.gt(0))
+    """Stop after this many epochs without an improvement of the monitored value (``monitor``)."""
     lr_decay: LRDecayConfig = attrs.field(factory=LRDecayConfig)
-    seed: int = 0
+    monitor: str | None = None
+    """The logged value that selects ``checkpoints/best.pt`` and drives ``early_stopping`` and
+    ``lr_decay``: a key of the ``metrics.jsonl`` records, such as ``valid.elbo``, ``valid.loss``
+    (the training objective on the validation split, with plugin terms and free bits),
+    ``valid.<plugin>.<term>`` or a plugin's epoch metric ``<plugin>.<name>``. Unset: the active
+    bound, maximised: ``valid.bound`` when the objective logs one (a plugin claiming ``bound``,
+    such as ``renyi``), else ``valid.elbo``. Every record says what was monitored (``monitor``,
+    ``monitor_mode``, ``monitor_value``, ``best_epoch``). A key the run does not log is refused at
+    the first validation, before anything is checkpointed."""
+    monitor_mode: str = attrs.field(default="auto", validator=v.one_of(MONITOR_MODES))
+    """Whether ``monitor`` improves by falling (``min``) or rising (``max``); ``auto``: ``max``
+    for a bound or reconstruction term (``elbo``, ``bound``, ``iwae``, ``rec``), ``min`` for
+    ``loss``, ``kl`` and ``nll``; any other key needs ``min`` or ``max``."""
+    seed: int = attrs.field(default=0, validator=v.between(0, 2**32 - 1))
     eval_batch_size: int = attrs.field(default=500, validator=v.gt(0))
     device: str = "cpu"
     compile: bool = False
     precision: str = attrs.field(default="32", validator=v.one_of(("32", "bf16", "16")))
     """Precision of the encoder and decoder networks: ``32``; ``bf16`` (autocast, CPU or GPU); ``16``
     (float16 autocast with a gradient scaler, CUDA only). Densities and bounds stay float32."""
-    threads: int | None = attrs.field(default=None, validator=v.gt(0))
+    threads: int | None = attrs.field(default=None, validator=v.between(1, 1024))
     """CPU threads for torch (torch.set_num_threads); unset keeps torch's default. On a shared or
-    small machine 1 thread per process is often much faster than oversubscribed defaults."""
+    small machine 1 thread per process is often much faster than oversubscribed defaults. At most
+    1024: OpenMP cannot start a thread pool of a million (the process crashes)."""
     flush_denormal: bool = True
     """Flush subnormal floats to zero on the CPU (``torch.set_flush_denormal``). Importance-weighted
     bounds make many tiny sample weights whose gradients are subnormal, and CPU arithmetic on those
@@ -173,6 +205,21 @@ class TrainConfig:
     keep_every: int | None = attrs.field(default=None, validator=v.gt(0))
     """Also keep ``checkpoints/epoch_NNNN.pt`` every this many epochs (for analysis over training)."""
     progress: bool = True
+
+    def validate(self) -> None:
+        if self.monitor is None:
+            if self.monitor_mode != "auto":
+                raise ValueError(
+                    f"monitor_mode: {self.monitor_mode!r} needs a monitor; unset, the monitor is the "
+                    "active bound (valid.bound or valid.elbo), which is maximised"
+                )
+        elif not self.monitor.strip():
+            raise ValueError("monitor: must name a logged value such as 'valid.elbo', got ''")
+        elif monitor_direction(self.monitor, self.monitor_mode) is None:
+            raise ValueError(
+                f"monitor_mode: 'auto' cannot tell whether {self.monitor!r} improves by falling or rising; "
+                "set monitor_mode to 'min' or 'max'"
+            )
 
 
 @attrs.define(kw_only=True)
@@ -199,8 +246,8 @@ class EvalConfig:
     the same size."""
     mi_chunk: int = attrs.field(default=1024, validator=v.gt(0))
     """Rows of the N x N matrix of ``mi_split`` computed at a time."""
-    au_threshold: float = attrs.field(default=0.01, validator=v.gt(0))
-    pca_threshold: float = attrs.field(default=0.01, validator=v.gt(0))
+    au_threshold: float = attrs.field(default=0.01, validator=v.gt(0, finite=True))
+    pca_threshold: float = attrs.field(default=0.01, validator=v.gt(0, finite=True))
     reencoding: bool = True
     """Compute the re-encoding error (off: ``reencoding_error`` is null). With an autoregressive
     decoder it decodes every example pixel by pixel, by far the costliest diagnostic."""
@@ -209,9 +256,9 @@ class EvalConfig:
     probe_split: str = attrs.field(default="train", validator=v.one_of(("train", "valid", "test")))
     """The split the linear probes are fitted on."""
     probe_train_size: int | None = attrs.field(default=None, validator=v.gt(0))
-    """Fit the probes on the first n rows of ``probe_split`` only (None: all)."""
-    probe_weight_decay: float = attrs.field(default=1e-4, validator=v.ge(0))
-    seed: int = 0
+    """Fit the probes on n rows of ``probe_split`` drawn with ``seed`` (stratified by label), not all."""
+    probe_weight_decay: float = attrs.field(default=1e-4, validator=v.ge(0, finite=True))
+    seed: int = attrs.field(default=0, validator=v.between(0, 2**32 - 1))
     """Seed of the evaluation's own random stream (the caller's RNG state is left untouched)."""
 
 
@@ -417,7 +464,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
-        return tomllib.loads(p.read_text(encoding="utf-8"))
+        return tomllib.loads(p.read_text(encoding="utf-8-sig"))  # a byte-order mark (Windows editors) is fine
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
     except UnicodeDecodeError as exc:

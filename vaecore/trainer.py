@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import random
 import time
@@ -16,7 +18,7 @@ from tqdm.auto import tqdm
 from vaecore import distributed
 from vaecore.build import build_model
 from vaecore.checkpoint import load_checkpoint, save_checkpoint
-from vaecore.config import Config, config_to_dict, load_config, structure_config
+from vaecore.config import Config, config_to_dict, load_config, monitor_direction, structure_config
 from vaecore.data import Dataset, load_dataset
 from vaecore.errors import CheckpointError, ConfigError, NonFiniteError
 from vaecore.evaluation import evaluate
@@ -30,7 +32,15 @@ from vaecore.runs import RunDir
 COSMETIC_CHANGES: frozenset[tuple[str, ...]] = frozenset({("train", "progress"), ("train", "threads")})
 """Config keys that do not change what a run computes."""
 RESUMABLE_CHANGES = COSMETIC_CHANGES | {("train", "epochs")}
-"""Config keys that may differ between a run and its resumption."""
+"""Config keys that may differ between a run and its resumption (each change is recorded)."""
+DEFAULT_MONITORS = ("valid.bound", "valid.elbo", "valid.loss")
+"""What ``train.monitor`` unset follows: the first of these the run logs (the active bound)."""
+UNMONITORED = frozenset({"epoch", "step", "seconds", "lr", "monitor", "monitor_mode", "monitor_value", "best_epoch"})
+"""Keys of an epoch's record that are bookkeeping, not values to monitor."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :meth:`Trainer.fit`; the message says what is kept and how to go on."""
 
 
 def seed_everything(seed: int) -> None:
@@ -61,6 +71,30 @@ def config_differences(
         elif va != vb:
             diffs.append(".".join(here))
     return diffs
+
+
+def _lookup(data: Any, dotted: str) -> Any:
+    """The value at a dotted key of :func:`config_differences` (None when absent)."""
+    for part in dotted.split("."):
+        if isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        elif isinstance(data, dict) and part in data:
+            data = data[part]
+        else:
+            return None
+    return data
+
+
+def _shown(value: Any) -> str:
+    return "unset" if value is None else json.dumps(value)
+
+
+def _checkpoint_epoch(path: Path) -> int | None:
+    """The epoch of the checkpoint at ``path``; None when there is none or it is unreadable."""
+    try:
+        return load_checkpoint(path)["epoch"] if path.exists() else None
+    except CheckpointError:
+        return None
 
 
 def compile_networks(model: VAE, example: torch.Tensor) -> None:
@@ -198,10 +232,20 @@ class Trainer:
         self.ctx = StepContext(model=self.model)
         self.steps_per_epoch = self.dataset.train.num_batches(config.train.batch_size)
         self.epoch = 0
-        self.best_valid = math.inf
+        self.committed_epoch = 0
+        """The epoch of ``checkpoints/last.pt`` (0: none written)."""
+        self.monitor: str | None = config.train.monitor
+        """The key of the epoch record that selects ``best.pt`` (unset: resolved at the first validation)."""
+        self.monitor_mode: str | None = monitor_direction(config.train.monitor, config.train.monitor_mode)
+        self.best: float | None = None
+        self.best_epoch: int | None = None
         self.since_best = 0
         self.since_decay = 0
         self.decays = 0
+        self.stopped: str | None = None
+        """Why training stopped before ``train.epochs`` (early stopping, learning-rate decays, a plugin)."""
+        self.resumes: list[dict[str, Any]] = []
+        """Each resumption that changed the config: its epoch and ``{key: [before, after]}``."""
         self.loop = TrainLoop(self) if self.model.stack.has("train_step") else None
         self.train_samples = self.model.stack.forward_samples(True) or config.train.samples
         self.valid_samples = self.model.stack.forward_samples(False) or 1
@@ -216,10 +260,15 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "rng": {"torch": distributed.gather_rng_states(self.group)},
             "trainer": {
-                "best_valid": self.best_valid,
+                "monitor": self.monitor,
+                "monitor_mode": self.monitor_mode,
+                "best": self.best,
+                "best_epoch": self.best_epoch,
                 "since_best": self.since_best,
                 "since_decay": self.since_decay,
                 "decays": self.decays,
+                "stopped": self.stopped,
+                "resumes": self.resumes,
             },
             "plugin_state": {
                 pid: cast(Any, plugin).state_dict()
@@ -248,9 +297,24 @@ class Trainer:
                 f"(this run has {self.group.world})"
             )
         torch.set_rng_state(rng[self.group.rank])
+        self.committed_epoch = self.epoch
         trainer = state["trainer"]
-        self.best_valid, self.decays = trainer["best_valid"], trainer["decays"]
+        self.decays = trainer["decays"]
         self.since_best, self.since_decay = trainer["since_best"], trainer["since_decay"]
+        if "monitor" in trainer:
+            self.monitor, self.monitor_mode = trainer["monitor"], trainer["monitor_mode"]
+            self.best, self.best_epoch = trainer["best"], trainer["best_epoch"]
+            self.stopped, self.resumes = trainer["stopped"], list(trainer["resumes"])
+        else:  # written before train.monitor: that run followed valid.loss, and goes on doing so
+            self.monitor, self.monitor_mode = "valid.loss", "min"
+            best = trainer["best_valid"]
+            self.best = best if math.isfinite(best) else None
+            self.best_epoch = self.epoch - self.since_best if self.best is not None else None
+            cfg = self.config.train
+            if cfg.early_stopping and self.since_best >= cfg.early_stopping:
+                self.stopped = f"no validation improvement for {self.since_best} epochs"
+            elif cfg.lr_decay.patience and cfg.lr_decay.max_decays and self.decays >= cfg.lr_decay.max_decays:
+                self.stopped = f"learning rate decayed {self.decays} times"
 
     def _saved_config(self, state: dict[str, Any]) -> dict[str, Any]:
         """The checkpoint's config with today's defaults filled in (keys added since it was written)."""
@@ -265,37 +329,113 @@ class Trainer:
             ) from exc
 
     def _start(self, resume: bool) -> None:
-        if resume:
-            if not self.run.last.exists():
-                raise CheckpointError(f"nothing to resume in {self.run.path}: {self.run.last} does not exist")
-            state = load_checkpoint(self.run.last)
-            diffs = config_differences(self._saved_config(state), config_to_dict(self.config))
-            if diffs:
-                raise ConfigError(
-                    [f"{key}: differs from the config of the run being resumed ({self.run.path})" for key in diffs]
-                )
-            self.load_state(state, self.run.last)
-            distributed.barrier(self.group)
-            if self.group.main:
-                self.run.truncate_metrics(self.epoch)
-                self.run.create(self.config)
-        else:
-            if self.run.holds_run():
+        """Continue from ``checkpoints/last.pt`` (``resume``), or start the run. A folder without
+        ``last.pt`` holds no committed epoch: the run starts over there, with or without ``resume``."""
+        if self.run.holds_run():
+            if not resume:
                 raise CheckpointError(
                     f"{self.run.path} already holds a run; pass --resume to continue it or --out for a new folder"
                 )
-            distributed.barrier(self.group)
-            if self.group.main:
-                self.run.create(self.config)
+            self._resume()
+            return
+        if resume and not self.run.config.exists():
+            raise self._nothing_to_resume()
+        distributed.barrier(self.group)
+        if self.group.main:
+            if self.run.config.exists():
+                tqdm.write(
+                    f"vaecore: {self.run.path} holds no checkpoint (its run stopped before the first epoch "
+                    "was checkpointed); starting the run over"
+                )
+                self.run.clear_uncommitted()
+            self.run.create(self.config)
+
+    def _nothing_to_resume(self) -> CheckpointError:
+        return CheckpointError(
+            f"nothing to resume in {self.run.path}: no run was started there ({self.run.config.name} does not "
+            "exist); start one without --resume"
+        )
+
+    def _resume(self) -> None:
+        state = load_checkpoint(self.run.last)
+        saved, current = self._saved_config(state), config_to_dict(self.config)
+        where = f"the run being resumed ({self.run.path})"
+        problems = [f"{key}: differs from the config of {where}" for key in config_differences(saved, current)]
+        if self.config.train.epochs < state["epoch"]:
+            problems.append(
+                f"train.epochs: {self.config.train.epochs} is fewer than the {state['epoch']} epochs {where} has "
+                f"trained; resume with train.epochs >= {state['epoch']}, or train a new run with --out"
+            )
+        if problems:
+            raise ConfigError(problems)
+        self.load_state(state, self.run.last)
+        changes = config_differences(saved, current, ignore=frozenset())
+        if changes:
+            self.resumes.append(
+                {"epoch": self.epoch, "changes": {k: [_lookup(saved, k), _lookup(current, k)] for k in changes}}
+            )
+        distributed.barrier(self.group)
+        if not self.group.main:
+            return
+        if "monitor" not in state["trainer"]:
+            tqdm.write(
+                f"vaecore: {self.run.last} was written before train.monitor existed; best.pt, early stopping "
+                "and learning-rate decay go on following valid.loss, as that run did"
+            )
+        self._finish_commit(state)
+        self.run.truncate_metrics(self.epoch)
+        if self.epoch < self.config.train.epochs and self.stopped is None:
+            self.run.eval.unlink(missing_ok=True)  # it evaluated the run as it was before this resumption
+        notes = [
+            f"resumed after epoch {r['epoch']} with "
+            + ", ".join(f"{key} changed from {_shown(a)} to {_shown(b)}" for key, (a, b) in r["changes"].items())
+            for r in self.resumes
+        ]
+        self.run.create(self.config, notes)
+
+    def _finish_commit(self, state: dict[str, Any]) -> None:
+        """Write what the commit of the checkpointed epoch lacks: the ``best.pt`` and kept
+        ``epoch_NNNN.pt`` of a run that an older vaecore (which wrote them after ``last.pt``) was
+        writing when it was killed."""
+        epoch, keep = self.epoch, self.config.train.keep_every
+        state = {k: v for k, v in state.items() if k not in ("format", "format_version")}
+        if self.best_epoch == epoch and _checkpoint_epoch(self.run.best) != epoch:
+            save_checkpoint(self.run.best, state)
+        if keep and epoch % keep == 0 and not self.run.epoch_checkpoint(epoch).exists():
+            save_checkpoint(self.run.epoch_checkpoint(epoch), state)
 
     # training --------------------------------------------------------------------------------
 
     def fit(self, resume: bool = False) -> dict[str, Any]:
         """Train to ``train.epochs`` (continuing from ``checkpoints/last.pt`` when ``resume``) and
-        evaluate the best checkpoint; returns the evaluation results."""
-        self._start(resume)
+        evaluate the best checkpoint; returns the evaluation results.
+
+        The run folder is locked meanwhile (:class:`~vaecore.runs.RunLock`): a second process
+        training in it is refused with the holder's PID."""
+        if resume and not self.run.holds_run() and not self.run.config.exists():
+            raise self._nothing_to_resume()
+        lock: contextlib.AbstractContextManager[Any] = self.run.lock() if self.group.main else contextlib.nullcontext()
+        with lock:
+            try:
+                self._start(resume)
+                self._train()
+                results = self.final_evaluation()
+            except KeyboardInterrupt as exc:
+                raise TrainingInterrupted(self._interrupted_hint()) from exc
+        distributed.shutdown(self.group)
+        return results
+
+    def _interrupted_hint(self) -> str:
+        if self.committed_epoch or self.run.holds_run():
+            done = f"epoch {self.committed_epoch}" if self.committed_epoch else "the last finished epoch"
+            return f"{done} is checkpointed in {self.run.path}: continue with --resume"
+        return f"no epoch was checkpointed in {self.run.path} yet: run the same command again to start the run over"
+
+    def _train(self) -> None:
         cfg = self.config.train
-        while self.epoch < cfg.epochs:
+        if self.stopped is not None and self.epoch < cfg.epochs and self.group.main:
+            tqdm.write(f"the run stopped after epoch {self.epoch} ({self.stopped}); nothing more to train")
+        while self.epoch < cfg.epochs and self.stopped is None:
             self.epoch += 1
             started = time.perf_counter()
             record: dict[str, Any] = {"epoch": self.epoch}
@@ -306,48 +446,78 @@ class Trainer:
             record.update(plugin_metrics)
             record["step"] = self.ctx.step
             record["seconds"] = round(time.perf_counter() - started, 3)
-            stops += self._schedule(record["valid.loss"])
+            improved, schedule_stops = self._schedule(record)
+            stops += schedule_stops
+            if stops:
+                self.stopped = "; ".join(stops)
             state = self.state()
             if self.group.main:
-                self.run.append_metrics(record)
-                save_checkpoint(self.run.last, state)
-                if record["valid.loss"] <= self.best_valid:
-                    save_checkpoint(self.run.best, state)
-                if cfg.keep_every and self.epoch % cfg.keep_every == 0:
-                    save_checkpoint(self.run.epoch_checkpoint(self.epoch), state)
+                self._commit(record, state, improved)
                 self._report(record)
             distributed.barrier(self.group)
-            if stops:
-                if self.group.main:
-                    tqdm.write(f"stopping after epoch {self.epoch}: {'; '.join(stops)}")
-                break
-        results = self.final_evaluation()
-        distributed.shutdown(self.group)
-        return results
+            if stops and self.group.main:
+                tqdm.write(f"stopping after epoch {self.epoch}: {self.stopped}")
 
-    def _schedule(self, valid_loss: float) -> list[str]:
-        """Track the best validation loss; decay the learning rate and stop early as configured.
+    def _commit(self, record: dict[str, Any], state: dict[str, Any], improved: bool) -> None:
+        """Write the epoch's files, ``last.pt`` last: its rename commits the epoch. A run killed
+        before it resumes from the previous ``last.pt`` and redoes the epoch, writing them all again."""
+        keep = self.config.train.keep_every
+        if improved:
+            save_checkpoint(self.run.best, state)
+        if keep and self.epoch % keep == 0:
+            save_checkpoint(self.run.epoch_checkpoint(self.epoch), state)
+        self.run.append_metrics(record)
+        save_checkpoint(self.run.last, state)
+        self.committed_epoch = self.epoch
+
+    def _monitored(self, record: dict[str, Any]) -> tuple[str, float]:
+        """The monitored key and its value in ``record`` (unset: the active bound, chosen now)."""
+        if self.monitor is None:
+            self.monitor = next(k for k in DEFAULT_MONITORS if k in record)
+            self.monitor_mode = monitor_direction(self.monitor)
+        key, value = self.monitor, record.get(self.monitor)
+        if key in UNMONITORED or key not in record:
+            logged = [k for k, v in record.items() if k not in UNMONITORED and isinstance(v, (int, float))]
+            raise ConfigError(f"train.monitor: {key!r} is not a value this run logs; it logs {', '.join(logged)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"train.monitor: {key!r} is not a number (it is {value!r})")
+        if not math.isfinite(value):
+            kept = (
+                f"the last good checkpoint is {self.run.last}" if self.committed_epoch else "no checkpoint was written"
+            )
+            raise NonFiniteError(
+                f"the monitored value {key} is {value} at epoch {self.epoch}; training stopped, {kept}"
+            )
+        return key, float(value)
+
+    def _schedule(self, record: dict[str, Any]) -> tuple[bool, list[str]]:
+        """Follow the monitored value: whether this epoch improved it (``best.pt``); decay the
+        learning rate and stop early as configured. Adds what was monitored to ``record``.
 
         ``since_best`` counts epochs without improvement (early stopping); ``since_decay`` counts
         them since the last improvement or decay (learning-rate decay, He et al. 2019)."""
         cfg = self.config.train
-        if valid_loss < self.best_valid:
-            self.best_valid, self.since_best, self.since_decay = valid_loss, 0, 0
-            return []
-        self.since_best += 1
-        self.since_decay += 1
+        key, value = self._monitored(record)
+        best = self.best
+        improved = best is None or (value < best if self.monitor_mode == "min" else value > best)
         stops = []
-        decay = cfg.lr_decay
-        if decay.patience and self.since_decay >= decay.patience:
-            self.decays += 1
-            self.since_decay = 0
-            for group in self.optimizer.param_groups:
-                group["lr"] *= decay.factor
-            if decay.max_decays and self.decays >= decay.max_decays:
-                stops.append(f"learning rate decayed {self.decays} times")
-        if cfg.early_stopping and self.since_best >= cfg.early_stopping:
-            stops.append(f"no validation improvement for {self.since_best} epochs")
-        return stops
+        if improved:
+            self.best, self.best_epoch, self.since_best, self.since_decay = value, self.epoch, 0, 0
+        else:
+            self.since_best += 1
+            self.since_decay += 1
+            decay = cfg.lr_decay
+            if decay.patience and self.since_decay >= decay.patience:
+                self.decays += 1
+                self.since_decay = 0
+                for group in self.optimizer.param_groups:
+                    group["lr"] *= decay.factor
+                if decay.max_decays and self.decays >= decay.max_decays:
+                    stops.append(f"learning rate decayed {self.decays} times")
+            if cfg.early_stopping and self.since_best >= cfg.early_stopping:
+                stops.append(f"no improvement of {key} for {self.since_best} epochs")
+        record.update(monitor=key, monitor_mode=self.monitor_mode, monitor_value=value, best_epoch=self.best_epoch)
+        return improved, stops
 
     def _eval_ctx(self) -> StepContext:
         return StepContext(model=self.model, training=False, epoch=self.epoch, step=self.ctx.step)

@@ -5,6 +5,7 @@ Plugins use them for their ``Options`` classes so that every config error reads 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -22,14 +23,24 @@ def _optional(check: Callable[[Any], str | None]) -> Validator:
     return validate
 
 
-def gt(bound: float) -> Validator:
-    """Value must be greater than ``bound`` (None passes: use for optional fields too)."""
-    return _optional(lambda v: None if v > bound else f"must be > {bound}")
+def _compare(holds: Callable[[Any], bool], text: str, finite: bool) -> Validator:
+    def check(value: Any) -> str | None:
+        if finite and isinstance(value, float) and math.isinf(value):
+            return f"must be a finite number {text}"
+        return None if holds(value) else f"must be {text}"
+
+    return _optional(check)
 
 
-def ge(bound: float) -> Validator:
-    """Value must be at least ``bound``."""
-    return _optional(lambda v: None if v >= bound else f"must be >= {bound}")
+def gt(bound: float, *, finite: bool = False) -> Validator:
+    """Value must be greater than ``bound`` (None passes: use for optional fields too); with
+    ``finite``, infinity is refused too (NaN always is: it is greater than nothing)."""
+    return _compare(lambda v: v > bound, f"> {bound}", finite)
+
+
+def ge(bound: float, *, finite: bool = False) -> Validator:
+    """Value must be at least ``bound`` (with ``finite``, and not infinite)."""
+    return _compare(lambda v: v >= bound, f">= {bound}", finite)
 
 
 def between(low: float, high: float) -> Validator:

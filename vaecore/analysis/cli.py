@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -58,15 +59,15 @@ def add_analysis_parsers(sub: Any, add_set: Callable[[argparse.ArgumentParser], 
 
 def run_analysis(args: argparse.Namespace) -> int:
     from vaecore.analysis import commands
-    from vaecore.errors import VaecoreError
+    from vaecore.cli import check_out_folder, os_error_message
+    from vaecore.errors import CheckpointError
     from vaecore.restore import load_run
 
-    for name in ("n", "steps", "dims", "inits", "iterations", "probe_train"):
-        value = getattr(args, name, None)
-        if value is not None and value <= 0:
-            raise VaecoreError(f"--{name.replace('_', '-')}: must be > 0, got {value}")
+    check_arguments(args)
     loaded = load_run(args.run_dir, args.overrides, args.checkpoint)
+    check_against_run(args, loaded)
     out = args.out or loaded.run.path / "analysis" / args.command
+    check_out_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     seed = args.seed
     if args.command == "sample":
@@ -81,9 +82,47 @@ def run_analysis(args: argparse.Namespace) -> int:
         result = commands.lso(loaded, out, args.n, args.inits, args.iterations, args.lr, tuple(args.thresholds), seed)
     result["checkpoint"] = str(loaded.source)
     target = out / f"{args.command}.json"
-    atomic_write_bytes(target, (json.dumps(result, indent=1) + "\n").encode())
+    try:
+        atomic_write_bytes(target, (json.dumps(result, indent=1) + "\n").encode())
+    except OSError as exc:
+        raise CheckpointError(os_error_message(exc, target)) from exc
     print(f"wrote {target} and {', '.join(result['figures']) or 'no figure (inputs are not images)'} in {out}")
     return 0
+
+
+MAX_SEED = 2**32 - 1
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse option values that cannot work, before anything is loaded (one line each)."""
+    from vaecore.errors import VaecoreError
+
+    for name in ("n", "steps", "dims", "inits", "iterations", "probe_train"):
+        value = getattr(args, name, None)
+        if value is not None and value <= 0:
+            raise VaecoreError(f"--{name.replace('_', '-')}: must be > 0, got {value}")
+    for name in ("radius", "lr"):
+        value = getattr(args, name, None)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise VaecoreError(f"--{name}: must be a finite number > 0, got {value}")
+    for value in getattr(args, "thresholds", None) or ():
+        if not (math.isfinite(value) and value >= 0):
+            raise VaecoreError(f"--thresholds: each must be a finite number >= 0, got {value}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise VaecoreError(f"--seed: must be between 0 and {MAX_SEED}, got {args.seed}")
+
+
+def check_against_run(args: argparse.Namespace, loaded: Any) -> None:
+    """Refuse indices outside the run's test split and latent dimensions."""
+    from vaecore.errors import VaecoreError
+
+    n_test, dims = len(loaded.dataset.test), loaded.model.latent_dim
+    index = getattr(args, "input", None)
+    if index is not None and not 0 <= index < n_test:
+        raise VaecoreError(f"--input {index}: the test split has {n_test} inputs (0 to {n_test - 1})")
+    bad = [d for d in getattr(args, "zero_dims", None) or () if not 0 <= d < dims]
+    if bad:
+        raise VaecoreError(f"--zero-dims {bad[0]}: the model has {dims} latent dimensions (0 to {dims - 1})")
 
 
 ANALYSIS_COMMANDS = dict.fromkeys(("sample", "traverse", "interpolate", "analyze", "lso"), run_analysis)

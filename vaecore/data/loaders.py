@@ -40,17 +40,65 @@ def sha256_file(path: Path | str) -> str:
     return digest.hexdigest()
 
 
+def _check_inputs(array: np.ndarray, where: str) -> None:
+    """Refuse inputs that are not rows of real numbers: text, complex, 0-d/1-D, empty."""
+    if array.dtype.kind in "USO":
+        raise DataError(f"{where}: holds {_kind_name(array)} (dtype {array.dtype}); inputs must be numbers")
+    if array.dtype.kind not in "biuf":
+        raise DataError(f"{where}: holds {_kind_name(array)} (dtype {array.dtype}); inputs must be real numbers")
+    if array.ndim < 2:
+        raise DataError(
+            f"{where}: has shape {array.shape}; expected one row per example (at least 2 dimensions, "
+            "e.g. (rows, features))"
+        )
+    if array.shape[0] == 0:
+        raise DataError(f"{where}: has no rows (shape {array.shape})")
+    if 0 in array.shape[1:]:
+        raise DataError(f"{where}: its rows are empty (shape {array.shape})")
+
+
+def _kind_name(array: np.ndarray) -> str:
+    names = {"U": "text", "S": "bytes", "O": "Python objects", "c": "complex numbers", "M": "dates", "m": "durations"}
+    return names.get(array.dtype.kind, f"{array.dtype} values")
+
+
 def _to_float(array: np.ndarray, where: str) -> torch.Tensor:
+    _check_inputs(array, where)
     if array.dtype == np.uint8 and array.max(initial=0) > 1:
         return torch.from_numpy(array.astype(np.float32) / 255.0)
     x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     if not torch.isfinite(x).all():
-        raise DataError(f"{where}: contains NaN or Inf")
+        bad = int((~torch.isfinite(x.flatten(1))).any(1).nonzero()[0, 0])
+        overflow = array.dtype.kind != "f" or bool(np.isfinite(array[bad]).all())
+        what = "values too large for float32" if overflow else "NaN or Inf"
+        raise DataError(f"{where}: contains {what} (first at row {bad})")
     return x
 
 
-def _labels(array: np.ndarray | None) -> torch.Tensor | None:
-    return None if array is None else torch.from_numpy(array.astype(np.int64))
+def _labels(array: np.ndarray | None, where: str = "labels") -> torch.Tensor | None:
+    """Labels as int64 class indices: one per row, whole numbers >= 0 (floats only when integral)."""
+    if array is None:
+        return None
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1:
+        raise DataError(f"{where}: has shape {array.shape}; expected one label per row (a 1-D array)")
+    kind = array.dtype.kind
+    if kind == "b":
+        return torch.from_numpy(array.astype(np.int64))
+    if kind == "f":
+        bad = np.flatnonzero(~np.isfinite(array) | (array != np.round(array)))
+        if len(bad):
+            raise DataError(f"{where}: labels must be integers, found {array[bad[0]]:g} at row {bad[0]}")
+    elif kind not in "iu":
+        raise DataError(f"{where}: labels must be integers, found {_kind_name(array)} (dtype {array.dtype})")
+    if kind == "u" and len(array) and array.max() > np.iinfo(np.int64).max:
+        row = int(array.argmax())
+        raise DataError(f"{where}: labels must be class indices, found {array[row]} at row {row}")
+    if len(array) and array.min() < 0:
+        row = int(array.argmin())
+        raise DataError(f"{where}: labels must be class indices >= 0, found {array[row]:g} at row {row}")
+    return torch.from_numpy(array.astype(np.int64))
 
 
 def load_npz(path: str | Path, name: str = "npz", holdout: int | None = None) -> Dataset:
@@ -61,10 +109,18 @@ def load_npz(path: str | Path, name: str = "npz", holdout: int | None = None) ->
     p = Path(path)
     if not p.is_file():
         raise DataError(f"dataset file not found: {p}")
+    if p.stat().st_size == 0:
+        raise DataError(f"{p}: not a readable .npz file (the file is empty, 0 bytes)")
     try:
-        with np.load(p, allow_pickle=False) as archive:
+        loaded = np.load(p, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise DataError(
+                f"{p}: holds a single array (.npy format), not an .npz archive of named arrays "
+                "(x_train, x_test, optional x_valid and y_*)"
+            )
+        with loaded as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(f"{p}: not a readable .npz file ({exc})") from exc
     return dataset_from_arrays(arrays, name, str(p), holdout)
 
@@ -75,16 +131,29 @@ def dataset_from_arrays(arrays: dict[str, np.ndarray], name: str, where: str, ho
     missing = [key for key in ("x_train", "x_test") if key not in arrays]
     if missing:
         raise DataError(f"{p}: missing arrays {', '.join(missing)} (found: {', '.join(sorted(arrays)) or 'none'})")
+    labels: dict[str, torch.Tensor | None] = {}
     for split in ("train", "valid", "test"):
         x, y = arrays.get(f"x_{split}"), arrays.get(f"y_{split}")
+        if x is not None:
+            _check_inputs(x, f"{p}: x_{split}")
+        labels[split] = _labels(y, f"{p}: y_{split}")  # checked on the file's rows, before any hold-out
         if y is not None and x is not None and len(y) != len(x):
             raise DataError(f"{p}: y_{split} has {len(y)} rows but x_{split} has {len(x)}")
-    x_train, y_train = arrays["x_train"], arrays.get("y_train")
+    shapes = {arrays[key].shape[1:] for key in ("x_train", "x_valid", "x_test") if key in arrays}
+    if len(shapes) != 1:
+        raise DataError(f"{p}: splits have different input shapes {sorted(shapes)}")
+    x_train, y_train = arrays["x_train"], labels["train"]
     if "x_valid" in arrays:
-        x_valid, y_valid = arrays["x_valid"], arrays.get("y_valid")
+        x_valid, y_valid = arrays["x_valid"], labels["valid"]
     else:
         if holdout is None:
             holdout = min(VALID_HOLDOUT, len(x_train) // 6)
+            if holdout == 0:
+                raise DataError(
+                    f"{p}: x_train has only {len(x_train)} rows and there is no x_valid; the validation split "
+                    "is held out from the training rows (a sixth of them): give at least 6 rows, an x_valid "
+                    "array, or data.valid_holdout"
+                )
         elif holdout >= len(x_train):
             raise DataError(f"data.valid_holdout = {holdout}: {p} has only {len(x_train)} training rows")
         x_train, x_valid = x_train[:-holdout], x_train[-holdout:]
@@ -92,12 +161,9 @@ def dataset_from_arrays(arrays: dict[str, np.ndarray], name: str, where: str, ho
             y_train, y_valid = y_train[:-holdout], y_train[-holdout:]
         else:
             y_valid = None
-    shapes = {x_train.shape[1:], x_valid.shape[1:], arrays["x_test"].shape[1:]}
-    if len(shapes) != 1:
-        raise DataError(f"{p}: splits have different input shapes {sorted(shapes)}")
-    train = Split(_to_float(x_train, f"{p}: x_train"), _labels(y_train))
-    valid = Split(_to_float(x_valid, f"{p}: x_valid"), _labels(y_valid))
-    test = Split(_to_float(arrays["x_test"], f"{p}: x_test"), _labels(arrays.get("y_test")))
+    train = Split(_to_float(x_train, f"{p}: x_train"), y_train)
+    valid = Split(_to_float(x_valid, f"{p}: x_valid"), y_valid)
+    test = Split(_to_float(arrays["x_test"], f"{p}: x_test"), labels["test"])
     binary = all(bool(((s.x == 0) | (s.x == 1)).all()) for s in (train, valid, test))
     return Dataset(name=name, train=train, valid=valid, test=test, binary=binary)
 
