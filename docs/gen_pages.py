@@ -38,6 +38,7 @@ WHEN = {
     "pre_encode": "every encoder pass (training, validation, evaluation, re-encoding)",
     "post_posterior": "every encoder pass, after the encoder",
     "latent_map": "after sampling y; in prior sampling; for representations g(mean)",
+    "kl_weight": "every training step, before the forward pass (validation and evaluation use weight 1)",
     "forward_samples": "once per run, for training and for validation",
     "train_step": "every training step, instead of the core's own step when the claimant returns its terms",
     "bound": "every training and validation step (the built-in ELBO without a claimant)",

@@ -209,8 +209,31 @@ class NaNLoss:
         return {"boom": value}
 
 
+@attrs.define(kw_only=True)
+class ScheduleOptions:
+    factor: float = 0.5
+
+
+class Schedule:
+    """A KL schedule: multiplies the weight it receives by ``factor`` in training and records
+    each (step, weight received, weight returned)."""
+
+    api_version = HOOK_API_VERSION
+    Options = ScheduleOptions
+
+    def __init__(self, options: ScheduleOptions):
+        self.factor = options.factor
+        self.seen: list[tuple[int, float, float]] = []
+
+    @hookimpl
+    def kl_weight(self, weight, ctx):
+        self.seen.append((ctx.step, weight, weight * self.factor))
+        return weight * self.factor
+
+
 ALL = {
     "recorder": Recorder,
+    "schedule": Schedule,
     "scaled_bound": ScaledBound,
     "other_bound": OtherBound,
     "wide_prior": WidePrior,

@@ -36,6 +36,8 @@ def test_setup_receives_model_sizes(registry, tiny_data):
     info = model.plugins["recorder"].info
     assert (info.latent_dim, info.input_shape, info.n_train) == (4, (16,), 256)
     assert info.feature_dim == 32 and info.likelihood == "bernoulli"
+    # the run's length: tiny_config trains 2 epochs of batches of 32 (256 rows: 8 steps each)
+    assert (info.batch_size, info.epochs, info.steps_per_epoch) == (32, 2, 8)
     assert "plugins.recorder.steps" in model.state_dict()
 
 
@@ -219,3 +221,29 @@ def test_a_failing_setup_names_its_plugin(tiny_data):
     registry = make_registry({"failing": FailingSetup}, entry_points=False)
     with pytest.raises(PluginError, match="plugin 'failing' failed in setup: RuntimeError: no GPU here"):
         make_model(tiny_config([{"name": "failing"}]), tiny_data, registry)
+
+
+def test_kl_weight_folds_in_config_order_and_is_the_weight_trained_and_logged(registry, tiny_data, tmp_path):
+    stack = [{"name": "schedule", "id": "a", "factor": 0.5}, {"name": "schedule", "id": "b", "factor": 0.1}]
+    raw = tiny_config(stack, train={"beta": 2.0, "kl_warmup": {"start": 0.5, "epochs": 1}}, eval={"nll_samples": 0})
+    trainer, _ = run_training(raw, tmp_path / "run", tiny_data, registry)
+    a, b = (trainer.model.stack.plugins[pid].seen for pid in ("a", "b"))
+    steps = 2 * 8
+    assert [s for s, _, _ in a] == list(range(steps)) and len(b) == steps  # training steps only
+    for (step, received, returned), (_, received_b, returned_b) in zip(a, b):
+        warm = min(1.0, 0.5 + 0.5 * step / 8)
+        assert received == pytest.approx(2.0 * warm) and received_b == returned
+        assert returned_b == pytest.approx(2.0 * warm * 0.05)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train.kl_weight"] for r in records] == pytest.approx([b[7][2], b[15][2]])
+    # epoch 2 has no warm-up left: its loss is -rec + 0.1 KL, the weight the schedules gave
+    last = records[-1]
+    assert last["train.loss"] == pytest.approx(-last["train.rec"] + 0.1 * last["train.kl"], rel=1e-5)
+    # validation uses weight 1
+    assert last["valid.loss"] == pytest.approx(-last["valid.elbo"], rel=1e-5)
+
+
+def test_a_non_finite_kl_weight_is_the_plugins_error(registry, tiny_data, tmp_path):
+    raw = tiny_config([{"name": "schedule", "id": "bad", "factor": float("nan")}], eval={"nll_samples": 0})
+    with pytest.raises(PluginError, match=r"plugin 'bad' failed in kl_weight: returned nan, not a finite number >= 0"):
+        run_training(raw, tmp_path / "run", tiny_data, registry)

@@ -102,9 +102,35 @@ def test_broken_plugin_is_named_and_others_still_load(site):
 def test_other_hook_api_version_is_refused(site):
     with pytest.raises(
         PluginError,
-        match=r"plugin 'old' \(vaecore-old-plugin 0.9\) targets hook API version 0; this vaecore provides version 1",
+        match=r"plugin 'old' \(vaecore-old-plugin 0.9\) targets hook API version 0; this vaecore provides "
+        r"versions 1 to 2",
     ):
         PluginRegistry().load("old")
+
+
+def test_a_plugin_written_for_api_version_1_loads_and_trains():
+    """Every hook is optional: a version-1 plugin (no kl_weight, no new ModelInfo fields) works."""
+    from vaecore import hookimpl
+    from vaecore.hookspecs import HOOK_API_VERSION, MIN_HOOK_API_VERSION
+    from vaecore.testing import make_registry, synthetic_dataset, train_steps
+
+    class VersionOne:
+        api_version = 1
+
+        @hookimpl
+        def latent_map(self, y):
+            return 2 * y
+
+    assert MIN_HOOK_API_VERSION == 1 < HOOK_API_VERSION
+    registry = make_registry({"v1": VersionOne}, entry_points=False)
+    result = train_steps([{"name": "v1"}], synthetic_dataset(n=64), steps=2, registry=registry)
+    assert result.model.stack.ids[0] == "v1"
+
+    class FromTheFuture(VersionOne):
+        api_version = HOOK_API_VERSION + 1
+
+    with pytest.raises(PluginError, match=r"targets hook API version 3; .* \(upgrade vaecore\)"):
+        make_registry({"future": FromTheFuture}, entry_points=False).load("future")
 
 
 def test_config_reports_broken_and_unknown_plugins_together(site):

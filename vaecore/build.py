@@ -58,7 +58,7 @@ def build_model(config: Config, dataset: Dataset, registry: PluginRegistry) -> V
     check_fit(config, dataset)
     stack = build_stack(config, registry)
     try:
-        return VAE(config.model, dataset.input_shape, len(dataset.train), stack)
+        return VAE(config.model, dataset.input_shape, len(dataset.train), stack, config.train)
     except VaecoreError:
         raise
     except Exception as exc:  # a network that cannot take this data's shape

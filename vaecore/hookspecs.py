@@ -39,13 +39,24 @@ if TYPE_CHECKING:
     from vaecore.trainer import TrainLoop
 
 PROJECT = "vaecore"
-HOOK_API_VERSION = 1
-"""The hook API this core provides. A plugin whose ``api_version`` differs is refused."""
+HOOK_API_VERSION = 2
+"""The newest hook API this core provides: the ``api_version`` a new plugin declares.
+
+Every hook is optional, so adding a hook keeps older plugins working: a plugin declares the
+version it was written for and loads on any core from :data:`MIN_HOOK_API_VERSION` up to this
+one. A change that would break a plugin of some version raises the minimum instead. Versions:
+
+1. the hooks of the first release;
+2. adds ``kl_weight`` (KL schedules that stack with any bound) and ``ModelInfo.batch_size``,
+   ``epochs`` and ``steps_per_epoch``.
+"""
+MIN_HOOK_API_VERSION = 1
+"""The oldest plugin API this core still loads; a plugin declaring an older one is refused."""
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-FOLDED_HOOKS = ("pre_encode", "post_posterior", "latent_map")
+FOLDED_HOOKS = ("pre_encode", "post_posterior", "latent_map", "kl_weight")
 CLAIMED_HOOKS = ("bound", "forward_samples", "prior", "train_step")
 COLLECTED_HOOKS = ("extra_loss", "on_epoch_end", "eval_metrics")
 LIFECYCLE_HOOKS = ("setup", "on_step_end")
@@ -111,6 +122,27 @@ def latent_map(y: torch.Tensor, ctx: StepContext) -> torch.Tensor | None:
     leading dimensions; the last one is the latent dimension.
 
     :return: z with the same leading dimensions, or None to leave y unchanged.
+    """
+
+
+@hookspec
+def kl_weight(weight: float, ctx: StepContext) -> float | None:
+    """The KL weight of this training step (folded, config order): a KL schedule.
+
+    The first plugin receives the core's weight, ``train.beta`` times the KL warm-up factor, and
+    each returns the weight to use (or None to leave it); the last result is ``ctx.kl_weight``
+    for the step, which every bound reads (the ELBO, the Rényi bounds with ``anneal = "ratio"``,
+    the AS terms) and which is logged as ``train.kl_weight``. Called once per training step,
+    before the forward pass; validation and evaluation use weight 1 and do not call it.
+
+    :param weight: the weight so far for this step (``ctx.step`` is the 0-based step).
+    :return: the weight to use, a finite float >= 0, or None.
+
+    Example (Fu et al.'s cyclical schedule is ``kl_cyclic`` in ``vaecore-baselines-plugin``)::
+
+        @vaecore.hookimpl
+        def kl_weight(self, weight, ctx):
+            return weight * min(1.0, (ctx.step % 1000) / 500)
     """
 
 

@@ -34,6 +34,13 @@ class ModelInfo:
     input_shape: tuple[int, ...]
     n_train: int
     likelihood: str
+    batch_size: int = 0
+    """``train.batch_size`` (0 for a model built outside a training config)."""
+    epochs: int = 0
+    """``train.epochs``: the epochs the run is configured for (0 outside a training config)."""
+    steps_per_epoch: int = 0
+    """Optimiser steps per epoch, ceil(n_train / batch_size): with ``epochs``, the length of a
+    schedule in steps (0 outside a training config)."""
 
 
 @attrs.define(slots=True)

@@ -10,7 +10,7 @@ import attrs
 import torch
 from torch import nn
 
-from vaecore.config import ModelConfig
+from vaecore.config import ModelConfig, TrainConfig
 from vaecore.distributions import DiagonalGaussian, Posterior, Prior, StandardNormal
 from vaecore.hooktypes import ModelInfo, StepContext
 from vaecore.likelihoods import build_likelihood
@@ -59,7 +59,14 @@ class VAE(nn.Module):
     parameters and buffers are optimised, moved, saved and restored with the model.
     """
 
-    def __init__(self, config: ModelConfig, input_shape: tuple[int, ...], n_train: int, stack: PluginStack):
+    def __init__(
+        self,
+        config: ModelConfig,
+        input_shape: tuple[int, ...],
+        n_train: int,
+        stack: PluginStack,
+        train: TrainConfig | None = None,
+    ):
         super().__init__()
         self.config = config
         self.input_shape = tuple(input_shape)
@@ -74,6 +81,15 @@ class VAE(nn.Module):
             input_shape=self.input_shape,
             n_train=n_train,
             likelihood=config.likelihood.kind,
+            **(
+                {}
+                if train is None
+                else {
+                    "batch_size": train.batch_size,
+                    "epochs": train.epochs,
+                    "steps_per_epoch": -(-n_train // train.batch_size),
+                }
+            ),
         )
         stack.setup(self.info)
         self.plugins = nn.ModuleDict({pid: p for pid, p in stack.plugins.items() if isinstance(p, nn.Module)})

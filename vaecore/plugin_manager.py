@@ -9,6 +9,9 @@ checks them against the hook specs, and calls each hook the way ``vaecore.hooksp
 from __future__ import annotations
 
 import inspect
+import math
+import os
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
 from typing import Any
@@ -22,6 +25,7 @@ from vaecore.hookspecs import (
     CLAIMED_HOOKS,
     FOLDED_HOOKS,
     HOOK_API_VERSION,
+    MIN_HOOK_API_VERSION,
     PROJECT,
 )
 from vaecore.hooktypes import EpochResult, Term, as_epoch_result
@@ -117,10 +121,9 @@ class PluginRegistry:
             assert info.entry_point is not None
             try:
                 cls = info.entry_point.load()
-            except Exception as exc:  # isolate any failure of third-party code
-                raise PluginError(
-                    f"plugin {name!r} ({info.origin}) failed to import {info.target}: {type(exc).__name__}: {exc}"
-                ) from exc
+            except (Exception, SystemExit) as exc:  # isolate any failure of third-party code, sys.exit too
+                what = f"it called sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else describe(exc)
+                raise PluginError(f"plugin {name!r} ({info.origin}) failed to import {info.target}: {what}") from exc
         check_plugin_class(name, cls, info.origin)
         self._loaded[name] = cls
         return cls
@@ -133,10 +136,11 @@ def check_plugin_class(name: str, cls: Any, origin: str) -> None:
     api = getattr(cls, "api_version", None)
     if api is None:
         raise PluginError(f"plugin {name!r} ({origin}) does not declare api_version")
-    if api != HOOK_API_VERSION:
+    if not isinstance(api, int) or not MIN_HOOK_API_VERSION <= api <= HOOK_API_VERSION:
         raise PluginError(
-            f"plugin {name!r} ({origin}) targets hook API version {api}; "
-            f"this vaecore provides version {HOOK_API_VERSION}"
+            f"plugin {name!r} ({origin}) targets hook API version {api!r}; this vaecore provides versions "
+            f"{MIN_HOOK_API_VERSION} to {HOOK_API_VERSION}"
+            + (" (upgrade vaecore)" if isinstance(api, int) and api > HOOK_API_VERSION else "")
         )
     options = getattr(cls, "Options", None)
     if options is not None and not attrs.has(options):
@@ -171,8 +175,11 @@ class PluginStack:
         for pid, plugin in instances:
             self._register(pid, plugin)
         claimed = {hook for hook in CLAIMED_HOOKS if self._implementers(hook)}
+        self.builtin: set[str] = set()
+        """The ids of the built-in fallbacks registered (their failures are vaecore's, not a plugin's)."""
         for pid, plugin in fallbacks:
             if not set(hook_names(type(plugin))) & claimed:
+                self.builtin.add(pid)
                 self.ids.append(pid)
                 self.plugins[pid] = plugin
                 self._register(pid, plugin)
@@ -240,26 +247,46 @@ class PluginStack:
 
     # calls ---------------------------------------------------------------------------------
 
+    # Every call of a plugin's hook sits in a try whose handler marks an escaping exception with
+    # the plugin and the hook (mark_hook_failure) and re-raises it unchanged: free when nothing is
+    # raised (Python 3.11+), and the CLI reports a marked exception as that plugin's error.
+
     @staticmethod
     def _call(fn: Callable[..., Any], names: tuple[str, ...], kwargs: dict[str, Any]) -> Any:
         return fn(*[kwargs[n] for n in names])
 
     def _fold(self, hook: str, first: str, value: Any, kwargs: dict[str, Any]) -> Any:
-        for _, fn, names in self._calls[hook]:
+        for pid, fn, names in self._calls[hook]:
             kwargs[first] = value
-            result = fn(*[kwargs[n] for n in names])
+            try:
+                result = fn(*[kwargs[n] for n in names])
+            except Exception as exc:
+                self._mark(exc, pid, hook, fn)
+                raise
             if result is not None:
                 value = result
         return value
 
     def _claimed(self, hook: str, kwargs: dict[str, Any]) -> Any:
-        for _, fn, names in self._calls[hook]:
-            return self._call(fn, names, kwargs)
+        for pid, fn, names in self._calls[hook]:
+            try:
+                return self._call(fn, names, kwargs)
+            except Exception as exc:
+                self._mark(exc, pid, hook, fn)
+                raise
         return None
 
     def _lifecycle(self, hook: str, kwargs: dict[str, Any]) -> None:
-        for _, fn, names in self._calls[hook]:
-            self._call(fn, names, kwargs)
+        for pid, fn, names in self._calls[hook]:
+            try:
+                self._call(fn, names, kwargs)
+            except Exception as exc:
+                self._mark(exc, pid, hook, fn)
+                raise
+
+    def _mark(self, exc: Exception, pid: str, hook: str, fn: Callable[..., Any]) -> None:
+        if pid not in self.builtin:
+            mark_hook_failure(exc, pid, hook, fn)
 
     def has(self, hook: str) -> bool:
         return bool(self._calls[hook])
@@ -273,7 +300,8 @@ class PluginStack:
             except VaecoreError:
                 raise
             except Exception as exc:
-                raise PluginError(f"plugin {pid!r} failed in {hook}: {type(exc).__name__}: {exc}") from exc
+                mark_hook_failure(exc, pid, hook, fn)
+                raise PluginError(hook_failure(exc) or f"plugin {pid!r} failed in {hook}") from exc
             result = value if result is None else result
         return result
 
@@ -288,6 +316,17 @@ class PluginStack:
 
     def latent_map(self, y: Any, ctx: Any) -> Any:
         return self._fold("latent_map", "y", y, {"ctx": ctx})
+
+    def kl_weight(self, weight: float, ctx: Any) -> float:
+        """The step's KL weight after every plugin's schedule, checked where it enters the core."""
+        if not self._calls["kl_weight"]:
+            return weight
+        value = self._fold("kl_weight", "weight", weight, {"ctx": ctx})
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (number and math.isfinite(value) and value >= 0):
+            last = self._calls["kl_weight"][-1][0]
+            raise PluginError(f"plugin {last!r} failed in kl_weight: returned {value!r}, not a finite number >= 0")
+        return float(value)
 
     def forward_samples(self, training: bool) -> int | None:
         return self._claimed("forward_samples", {"training": training})
@@ -308,9 +347,14 @@ class PluginStack:
         """Every plugin's loss terms as ``(namespaced name, Term)`` in config order."""
         terms: list[tuple[str, Term]] = []
         for pid, fn, names in self._calls["extra_loss"]:
-            result = fn(*[{"out": out, "ctx": ctx}[n] for n in names])
-            for name, value in (result or {}).items():
-                terms.append((namespaced(pid, name, "extra_loss"), value if isinstance(value, Term) else Term(value)))
+            try:
+                result = fn(*[{"out": out, "ctx": ctx}[n] for n in names])
+                for name, value in (result or {}).items():
+                    term = value if isinstance(value, Term) else Term(value)
+                    terms.append((namespaced(pid, name, "extra_loss"), term))
+            except Exception as exc:
+                self._mark(exc, pid, "extra_loss", fn)
+                raise
         return terms
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float], ctx: Any) -> tuple[dict[str, float], list[str]]:
@@ -319,9 +363,13 @@ class PluginStack:
         stops: list[str] = []
         for pid, fn, names in self._calls["on_epoch_end"]:
             kwargs = {"epoch": epoch, "metrics": dict(metrics), "ctx": ctx}
-            result: EpochResult = as_epoch_result(self._call(fn, names, kwargs))
-            for name, value in result.metrics.items():
-                merged[namespaced(pid, name, "on_epoch_end")] = value
+            try:
+                result: EpochResult = as_epoch_result(self._call(fn, names, kwargs))
+                for name, value in result.metrics.items():
+                    merged[namespaced(pid, name, "on_epoch_end")] = value
+            except Exception as exc:
+                self._mark(exc, pid, "on_epoch_end", fn)
+                raise
             if result.stop:
                 stops.append(f"{pid}: {result.reason or 'requested stop'}")
         return merged, stops
@@ -329,9 +377,13 @@ class PluginStack:
     def eval_metrics(self, model: Any, split: Any, ctx: Any) -> dict[str, Any]:
         merged: dict[str, Any] = {}
         for pid, fn, names in self._calls["eval_metrics"]:
-            result = self._call(fn, names, {"model": model, "split": split, "ctx": ctx})
-            for name, value in (result or {}).items():
-                merged[namespaced(pid, name, "eval_metrics")] = value
+            try:
+                result = self._call(fn, names, {"model": model, "split": split, "ctx": ctx})
+                for name, value in (result or {}).items():
+                    merged[namespaced(pid, name, "eval_metrics")] = value
+            except Exception as exc:
+                self._mark(exc, pid, "eval_metrics", fn)
+                raise
         return merged
 
 
@@ -340,3 +392,47 @@ def namespaced(pid: str, name: str, hook: str) -> str:
     if not isinstance(name, str) or not is_identifier(name):
         raise PluginError(f"plugin {pid!r}: {hook} returned the name {name!r}; names must be identifiers")
     return f"{pid}.{name}"
+
+
+# failures of plugin code -------------------------------------------------------------------------
+
+_HOOK_FAILURE = "_vaecore_hook_failure"
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: first line of the message``: an exception as the last line of its traceback, on one line."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0].strip()}" if lines else type(exc).__name__
+
+
+def mark_hook_failure(exc: BaseException, pid: str, hook: str, fn: Callable[..., Any]) -> None:
+    """Record on ``exc`` that it escaped plugin ``pid``'s ``hook`` (the innermost plugin is kept,
+    and errors of vaecore's own, :class:`VaecoreError`, keep their message). The exception itself is
+    unchanged, so code calling the model directly still catches its own types."""
+    if isinstance(exc, VaecoreError) or getattr(exc, _HOOK_FAILURE, None) is not None:
+        return
+    code = getattr(fn, "__code__", None)
+    try:
+        setattr(exc, _HOOK_FAILURE, (pid, hook, code.co_filename if code is not None else None))
+    except AttributeError:  # an exception class with __slots__
+        return
+    add_note = getattr(exc, "add_note", None)  # Python 3.11+: shown under the traceback
+    if add_note is not None:
+        add_note(f"(raised in plugin {pid!r}, hook {hook})")
+
+
+def hook_failure(exc: BaseException) -> str | None:
+    """For an exception marked by :func:`mark_hook_failure`, one line naming the plugin, the hook,
+    the exception and where in the plugin's code it was raised; None for any other exception."""
+    mark = getattr(exc, _HOOK_FAILURE, None)
+    if mark is None:
+        return None
+    pid, hook, source = mark
+    where = ""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if source and frames:
+        folder = os.path.dirname(source)
+        own = [f for f in frames if f.filename == source or os.path.dirname(f.filename) == folder]
+        frame = own[-1] if own else frames[-1]
+        where = f" (at {frame.filename}:{frame.lineno})"
+    return f"plugin {pid!r} failed in {hook}: {describe(exc)}{where}"

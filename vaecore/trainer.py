@@ -230,7 +230,7 @@ class Trainer:
             torch.manual_seed(config.train.seed + 7919 * self.group.rank)  # each process its own noise
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.train.lr)
         self.ctx = StepContext(model=self.model)
-        self.steps_per_epoch = self.dataset.train.num_batches(config.train.batch_size)
+        self.steps_per_epoch = self.model.info.steps_per_epoch
         self.epoch = 0
         self.committed_epoch = 0
         """The epoch of ``checkpoints/last.pt`` (0: none written)."""
@@ -539,7 +539,8 @@ class Trainer:
         for i, global_batch in enumerate(bar):
             batch = self._to_device(distributed.local_part(global_batch, self.group))
             warm = warmup_factor(ctx.step, self.steps_per_epoch, cfg.kl_warmup.start, cfg.kl_warmup.epochs)
-            ctx.kl_weight, ctx.warmup, ctx.batch = cfg.beta * warm, warm, batch
+            ctx.warmup, ctx.batch = warm, batch
+            ctx.kl_weight = stack.kl_weight(cfg.beta * warm, ctx)
             claimed = stack.train_step(batch, ctx, self.loop) if self.loop is not None else None
             if claimed is None:
                 names, values, loss = self._objective(batch, ctx, self.train_samples)

@@ -76,7 +76,7 @@ from vaecore.checkpoint import load_checkpoint
 from vaecore.config import dump_config, load_config
 from vaecore.data import Dataset
 from vaecore.errors import ConfigError, PluginError
-from vaecore.hookspecs import CLAIMED_HOOKS, HOOK_API_VERSION
+from vaecore.hookspecs import CLAIMED_HOOKS, HOOK_API_VERSION, MIN_HOOK_API_VERSION
 from vaecore.hooktypes import Batch, Bound, Term
 from vaecore.plugin_manager import PluginRegistry, hook_names, is_identifier
 from vaecore.testing import (
@@ -208,7 +208,7 @@ class PluginConformance:
         """The class loads, targets this hook API, and every hook matches a spec (``check_pending``)."""
         assert self.plugin_name in registry, registry.unknown_message(self.plugin_name)
         cls = registry.load(self.plugin_name)  # api_version, Options is attrs, at least one hook
-        assert getattr(cls, "api_version", None) == HOOK_API_VERSION
+        assert MIN_HOOK_API_VERSION <= getattr(cls, "api_version", 0) <= HOOK_API_VERSION
         options_cls = getattr(cls, "Options", None)
         if options_cls is not None:
             import attrs
