@@ -92,16 +92,22 @@ def test_alpha_beta_one_is_exactly_the_elbo():
             assert torch.allclose(g_total[name], g, atol=1e-6), name
 
 
-def test_general_alpha_beta_objective_and_encoder_gradient():
+@pytest.mark.parametrize("estimator", [None, "cross_entropy", "classifier_entropy"])
+def test_general_alpha_beta_objective_and_encoder_gradient(estimator):
     alpha, beta, w = 2.0, 0.5, 0.7
-    model, out, bound, terms = _step({"alpha": alpha, "beta": beta}, kl_weight=w)
+    options = {"alpha": alpha, "beta": beta} | ({"mi_estimator": estimator} if estimator else {})
+    model, out, bound, terms = _step(options, kl_weight=w)
     plugin = model.plugins[AS_ID]
     rec, kl = out.log_px.mean(), out.kl().mean()
     # reference: the classifier as a frozen function of the posterior samples y (not z)
     frozen = {k: p.detach() for k, p in plugin.net.named_parameters()}
     logp = torch.func.functional_call(plugin.net, frozen, (out.y,))
     logp = logp.view(*out.y.shape[:-1], plugin.heads, plugin.classes).log_softmax(-1)
-    mi_ref = plugin.log_n + (logp.exp() * logp).sum((-1, -2)).mean()
+    if estimator == "classifier_entropy":  # log N - E[H(s(x|z))]
+        mi_ref = plugin.log_n + (logp.exp() * logp).sum((-1, -2)).mean()
+    else:  # the default: log N - SC, SC the cross-entropy of the sample's own label
+        own = plugin.labels(torch.arange(40, 72)).expand(*logp.shape[:-1]).unsqueeze(-1)
+        mi_ref = plugin.log_n + logp.gather(-1, own).squeeze(-1).sum(-1).mean()
     reference = -rec + w * (beta * kl + (alpha - beta) * mi_ref)
     total = _total(bound, terms)
     sc = terms[f"{AS_ID}.sc"].value
@@ -249,7 +255,16 @@ def test_stack_with_installed_plugins(tmp_path):
         ({"max_classes": 1}, "plugins[0].max_classes: must be > 1, got 1"),
         ({"hidden": [500, 0]}, "plugins[0].hidden: must be > 0, got 0"),
         ({"activation": "swish"}, "plugins[0].activation: must be one of"),
-        ({"mi_estimator": "mine"}, "plugins[0].mi_estimator: must be one of 'entropy', 'cross_entropy', got 'mine'"),
+        (
+            {"mi_estimator": "mine"},
+            "plugins[0].mi_estimator: must be one of 'cross_entropy', 'classifier_entropy', got 'mine'",
+        ),
+        (
+            {"mi_estimator": "entropy"},  # the old default, renamed: refused with both names
+            "plugins[0].mi_estimator: 'entropy' is no longer accepted (it is now 'classifier_entropy', "
+            "whose encoder gradient is not the gradient of I_q): use 'cross_entropy', the default, or "
+            "'classifier_entropy' to reproduce runs made with 'entropy'",
+        ),
         ({"alpha": "big"}, "plugins[0].alpha: expected a number, got 'big'"),
         ({"gamma": 1.0}, "plugins[0].gamma: unknown key"),
     ],
@@ -291,4 +306,7 @@ def test_several_posterior_samples_and_whole_split_estimate():
 
     est = estimate(model, plugin, data.train)
     assert est["md"] == pytest.approx(est["kl"] - est["mi"]) and est["mi_ba"] == pytest.approx(plugin.log_n - est["sc"])
+    assert est["mi"] == est["mi_ba"]  # the default estimator
+    assert est["md_eq10"] == pytest.approx(est["md"])
+    assert 0.0 <= est["mi_entropy"] <= plugin.log_n
     assert 0.0 < est["sc"] < 2 * plugin.log_n
