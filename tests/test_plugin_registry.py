@@ -156,3 +156,10 @@ def test_plugins_command_shows_distribution_hooks_and_status(site, capsys):
     assert main(["plugins"]) == 0
     table = capsys.readouterr().out
     assert "doubler" in table and "vaecore-doubler-plugin" in table and "latent_map" in table
+
+
+def test_plugins_options_prints_type_default_and_doc(site, capsys):
+    assert main(["plugins", "--options", "doubler", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"name": "factor", "type": "float", "default": "2.0", "doc": ""}]
+    assert main(["plugins", "--options", "nope"]) == 3
+    assert "unknown plugin 'nope'" in capsys.readouterr().err

@@ -14,7 +14,14 @@ from typing import Any
 from vaecore import __version__
 from vaecore.analysis.cli import ANALYSIS_COMMANDS, add_analysis_parsers
 from vaecore.errors import CheckpointError, PluginError, VaecoreError
-from vaecore.plugin_manager import PluginRegistry, hook_failure, hook_names
+from vaecore.plugin_manager import (
+    IMPORT_FAILURES,
+    PluginRegistry,
+    check_plugin,
+    hook_failure,
+    hook_names,
+    option_rows,
+)
 
 
 def _add_set(parser: argparse.ArgumentParser) -> None:
@@ -56,8 +63,17 @@ def make_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", type=Path, metavar="FILE", help="where to write the results (default: RUN_DIR/eval.json)")
     _add_set(ev)
 
-    plugins = sub.add_parser("plugins", help="list installed plugins")
+    plugins = sub.add_parser(
+        "plugins",
+        help="list installed plugins",
+        description="List the installed plugins with their distribution, version and hooks. The status is "
+        "`ok` only when the plugin passes the checks `train` makes when it registers it (api_version, hook "
+        "names and arguments); otherwise it is the error `train` would report.",
+    )
     plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    plugins.add_argument(
+        "--options", metavar="NAME", help="print the options of plugin NAME: type, default and description"
+    )
 
     new_plugin = sub.add_parser(
         "new-plugin",
@@ -259,15 +275,34 @@ def plugin_rows(registry: PluginRegistry) -> list[dict[str, Any]]:
         }
         try:
             cls = registry.load(name)
-            row.update(hooks=hook_names(cls), status="ok")
+            row.update(hooks=hook_names(cls))
+            row.update(status=check_plugin(name, cls))
         except VaecoreError as exc:
-            row.update(hooks=[], status=f"error: {exc}")
+            row.setdefault("hooks", [])
+            row.update(status=f"error: {exc}")
         rows.append(row)
     return rows
 
 
+def cmd_plugin_options(registry: PluginRegistry, name: str, as_json: bool) -> int:
+    rows = option_rows(registry.load(name))
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print(f"plugin {name!r} takes no options")
+    else:
+        table = [[r["name"], r["type"], r["default"], r["doc"]] for r in rows]
+        print(format_table(table, ["option", "type", "default", "description"]))
+    return 0
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
-    rows = plugin_rows(PluginRegistry())
+    registry = PluginRegistry()
+    if args.options is not None:
+        return cmd_plugin_options(registry, args.options, args.json)
+    rows = plugin_rows(registry)
+    if args.debug:
+        _print_import_tracebacks()
     if args.json:
         print(json.dumps(rows, indent=2))
     elif not rows:
@@ -337,8 +372,18 @@ def _quiet_broken_pipe() -> int:
     return 128 + 13
 
 
+def _print_import_tracebacks() -> None:
+    """With --debug: the traceback of each plugin that failed to import, from the plugin's code."""
+    import traceback
+
+    for name, exc in IMPORT_FAILURES.items():
+        print(f"vaecore: traceback of plugin {name!r} failing to import:", file=sys.stderr)
+        traceback.print_exception(exc, file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    IMPORT_FAILURES.clear()
     try:
         code = COMMANDS[args.command](args)
         sys.stdout.flush()  # a closed pipe is found here, not at exit
@@ -347,6 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _quiet_broken_pipe()
     except VaecoreError as exc:
         if args.debug:
+            _print_import_tracebacks()
             raise
         print(f"vaecore: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -8,9 +8,15 @@ checks them against the hook specs, and calls each hook the way ``vaecore.hooksp
 
 from __future__ import annotations
 
+import ast
+import difflib
+import functools
 import inspect
+import itertools
+import logging
 import math
 import os
+import textwrap
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
@@ -18,8 +24,10 @@ from typing import Any
 
 import attrs
 import pluggy
+import torch
 
 from vaecore import hookspecs
+from vaecore.distributions import Posterior
 from vaecore.errors import ConfigError, PluginError, VaecoreError
 from vaecore.hookspecs import (
     CLAIMED_HOOKS,
@@ -28,10 +36,19 @@ from vaecore.hookspecs import (
     MIN_HOOK_API_VERSION,
     PROJECT,
 )
-from vaecore.hooktypes import EpochResult, Term, as_epoch_result
+from vaecore.hooktypes import Bound, EpochResult, Term, as_epoch_result
 
 ENTRY_POINT_GROUP = "vaecore.plugins"
 IMPL_ATTR = f"{PROJECT}_impl"
+SPEC_ATTR = f"{PROJECT}_spec"
+TRACE_ENV = "VAECORE_TRACE_HOOKS"
+"""Set to 1 to log every hook call (plugin id, hook, a summary of the result) to stderr."""
+
+log = logging.getLogger("vaecore.plugins")
+trace_log = logging.getLogger("vaecore.hooks")
+
+IMPORT_FAILURES: dict[str, BaseException] = {}
+"""The exception of each plugin that failed to import in this process, by name (for ``--debug``)."""
 
 
 @attrs.frozen
@@ -122,6 +139,7 @@ class PluginRegistry:
             try:
                 cls = info.entry_point.load()
             except (Exception, SystemExit) as exc:  # isolate any failure of third-party code, sys.exit too
+                IMPORT_FAILURES[name] = exc
                 what = f"it called sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else describe(exc)
                 raise PluginError(f"plugin {name!r} ({info.origin}) failed to import {info.target}: {what}") from exc
         check_plugin_class(name, cls, info.origin)
@@ -156,6 +174,214 @@ def is_identifier(name: str) -> bool:
     return name.isidentifier()
 
 
+# registration checks: shared by the stack of a run and by `vaecore plugins` -----------------------
+
+
+@functools.cache
+def spec_arguments() -> dict[str, tuple[str, ...]]:
+    """Every hook spec's name and its arguments, in the order of ``vaecore.hookspecs``."""
+    specs = {}
+    for name, fn in vars(hookspecs).items():
+        if callable(fn) and isinstance(getattr(fn, SPEC_ATTR, None), dict):
+            specs[name] = tuple(inspect.signature(fn).parameters)
+    return specs
+
+
+def _impl_signature(owner: object, attr: str) -> tuple[list[str], list[str]]:
+    """The arguments of a hook implementation without ``self``: (plain, with defaults)."""
+    fn = getattr(owner, attr)
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return [], []
+    if inspect.isclass(owner) and not isinstance(inspect.getattr_static(owner, attr), (staticmethod, classmethod)):
+        params = params[1:]  # an unbound method of a class: drop self
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    plain = [p.name for p in params if p.kind in kinds and p.default is inspect.Parameter.empty]
+    defaulted = [p.name for p in params if p.default is not inspect.Parameter.empty]
+    return plain, defaulted
+
+
+def _args_text(names: Iterable[str]) -> str:
+    return f"({', '.join(names)})"
+
+
+def implementation_problem(pid: str, plugin: object) -> str | None:
+    """The first reason the hook implementations of ``plugin`` (an instance or a class) would be
+    refused, as one line naming the plugin and the hook; None when they all match the specs."""
+    specs = spec_arguments()
+    for attr in sorted(dir(plugin)):
+        opts = getattr(getattr(plugin, attr, None), IMPL_ATTR, None)
+        if not isinstance(opts, dict):
+            continue
+        hook = opts.get("specname") or attr
+        if hook not in specs:
+            close = difflib.get_close_matches(hook, list(specs), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"the hooks are {', '.join(specs)}"
+            what = f"method {attr}" if attr == hook else f"method {attr} (specname {hook!r})"
+            return f"plugin {pid!r}: {what} is marked @hookimpl but {hook!r} is not a hook; {hint}"
+        plain, defaulted = _impl_signature(plugin, attr)
+        spec_args = _args_text(specs[hook])
+        if defaulted:
+            return (
+                f"plugin {pid!r}: hook {hook} has arguments with defaults ({', '.join(defaulted)}); "
+                f"pluggy never passes them; the spec's arguments are {spec_args}"
+            )
+        extra = [a for a in plain if a not in specs[hook]]
+        if extra:
+            return (
+                f"plugin {pid!r}: hook {hook} takes {_args_text(plain)}, but {', '.join(extra)} "
+                f"{'is' if len(extra) == 1 else 'are'} not an argument of the spec {hook}{spec_args}; "
+                "take any of the spec's arguments, by name"
+            )
+        if hook in FOLDED_HOOKS and any(opts.get(k) for k in ("tryfirst", "trylast", "hookwrapper", "wrapper")):
+            return (
+                f"plugin {pid!r}: {hook} is folded in config order; "
+                "tryfirst, trylast and wrappers are not allowed on it"
+            )
+    return None
+
+
+def unmarked_hooks(cls: type) -> list[str]:
+    """Methods of ``cls`` named like a hook but not marked ``@hookimpl`` (never called)."""
+    implemented = set(hook_names(cls))
+    names = []
+    for name in spec_arguments():
+        value = getattr(cls, name, None)
+        if name not in implemented and callable(value) and not isinstance(getattr(value, IMPL_ATTR, None), dict):
+            names.append(name)
+    return names
+
+
+def unmarked_message(pid: str, name: str) -> str:
+    return f"plugin {pid!r}: method {name} is named like a hook but not marked @hookimpl; it is never called"
+
+
+def _validate(pm: pluggy.PluginManager, pid: str, plugin: object) -> None:
+    """Register ``plugin`` in ``pm`` after vaecore's checks; refusals are one-line PluginErrors."""
+    problem = implementation_problem(pid, plugin)
+    if problem is not None:
+        raise PluginError(problem)
+    try:
+        pm.register(plugin, name=pid)
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        if pm.get_plugin(pid) is not None:
+            pm.unregister(name=pid)
+        one_line = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        raise PluginError(f"plugin {pid!r} does not match the hook specs: {one_line}") from exc
+
+
+def required_options(cls: type) -> list[str]:
+    """The options of a plugin class that have no default (a config must give them)."""
+    options = getattr(cls, "Options", None)
+    if options is None or not attrs.has(options):
+        return []
+    return [f.name for f in attrs.fields(options) if f.init and f.default is attrs.NOTHING]
+
+
+def check_plugin(name: str, cls: type) -> str:
+    """The checks a run makes when it registers a plugin, made on the class (nothing constructed):
+    ``ok``, ``ok (...)`` with the options a config must give and any warning, or raises PluginError."""
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(hookspecs)
+    _validate(pm, name, cls)
+    notes = []
+    required = required_options(cls)
+    if required:
+        notes.append(f"needs options: {', '.join(required)}")
+    notes += [f"warning: method {m} is not marked @hookimpl, never called" for m in unmarked_hooks(cls)]
+    return f"ok ({'; '.join(notes)})" if notes else "ok"
+
+
+def _attribute_docs(cls: type) -> dict[str, str]:
+    """The attribute docstrings of a class (the string right after ``name: type = ...``)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs = {}
+    for node, after in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def option_rows(cls: type) -> list[dict[str, str]]:
+    """Each option of a plugin class: name, type, default and doc (attribute docstring or
+    ``metadata={"doc": ...}``)."""
+    options = getattr(cls, "Options", None)
+    if options is None or not attrs.has(options):
+        return []
+    docs = _attribute_docs(options)
+    rows = []
+    for f in attrs.fields(options):
+        if not f.init:
+            continue
+        if f.default is attrs.NOTHING:
+            default = "(required)"
+        elif isinstance(f.default, attrs.Factory):  # type: ignore[arg-type]
+            try:
+                default = repr(f.default.factory() if not f.default.takes_self else f.default)  # type: ignore[attr-defined]
+            except Exception:
+                default = "(computed)"
+        else:
+            default = repr(f.default)
+        tp = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", None) or str(f.type)
+        doc = str(f.metadata.get("doc", "")) or docs.get(f.name, "")
+        rows.append({"name": f.name, "type": tp or "", "default": default, "doc": doc})
+    return rows
+
+
+def summarize(value: Any) -> str:
+    """A short description of a hook's result without reading tensor values (no device sync)."""
+    if value is None:
+        return "None"
+    if isinstance(value, torch.Tensor):
+        return f"tensor{tuple(value.shape)} {str(value.dtype).removeprefix('torch.')}"
+    if isinstance(value, Term):
+        return f"Term({summarize(value.value)}, weight={value.weight!r})"
+    if isinstance(value, Bound):
+        return f"Bound(loss={summarize(value.loss)}, terms=[{', '.join(map(str, value.terms))}])"
+    if isinstance(value, dict):
+        items = list(value.items())
+        text = ", ".join(f"{k}: {summarize(v)}" for k, v in items[:6])
+        return "{" + text + (", ..." if len(items) > 6 else "") + "}"
+    if isinstance(value, (int, float, bool, str)):
+        return repr(value)
+    return type(value).__name__
+
+
+def _traced(pid: str, hook: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def call(*args: Any) -> Any:
+        result = fn(*args)
+        trace_log.info("hook %s of plugin %r -> %s", hook, pid, summarize(result))
+        return result
+
+    return call
+
+
+def trace_enabled() -> bool:
+    return os.environ.get(TRACE_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _trace_handler() -> None:
+    """Hook traces go to stderr unless the application configured logging itself."""
+    trace_log.setLevel(logging.INFO)
+    if not trace_log.hasHandlers():
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("vaecore: trace: %(message)s"))
+        trace_log.addHandler(handler)
+
+
 _Call = tuple[str, Callable[..., Any], tuple[str, ...]]
 
 
@@ -185,28 +411,22 @@ class PluginStack:
                 self._register(pid, plugin)
         self._check_claims()
         self._calls = {name: self._ordered_calls(name) for name in self._spec_names()}
+        self.traced = trace_enabled()
+        """Whether hook calls are logged (VAECORE_TRACE_HOOKS, read once here: no cost when off)."""
+        if self.traced:
+            _trace_handler()
+            self._calls = {
+                hook: [(pid, _traced(pid, hook, fn), names) for pid, fn, names in calls]
+                for hook, calls in self._calls.items()
+            }
+        self._posterior_types: set[type] = set()
 
     # registration and checks -------------------------------------------------------------
 
     def _register(self, pid: str, plugin: object) -> None:
-        try:
-            self.pm.register(plugin, name=pid)
-            self.pm.check_pending()
-        except pluggy.PluginValidationError as exc:
-            self.pm.unregister(name=pid)
-            raise PluginError(f"plugin {pid!r} does not match the hook specs: {exc}") from exc
-        for impl in self._impls_of(pid):
-            hook = impl.function.__name__ if impl.opts.get("specname") is None else impl.opts["specname"]
-            if impl.kwargnames:
-                raise PluginError(
-                    f"plugin {pid!r}: hook {hook} has arguments with defaults "
-                    f"({', '.join(impl.kwargnames)}); pluggy never passes them"
-                )
-            if hook in FOLDED_HOOKS and (impl.tryfirst or impl.trylast or impl.hookwrapper or impl.wrapper):
-                raise PluginError(
-                    f"plugin {pid!r}: {hook} is folded in config order; "
-                    "tryfirst, trylast and wrappers are not allowed on it"
-                )
+        _validate(self.pm, pid, plugin)
+        for name in unmarked_hooks(type(plugin)):
+            log.warning("vaecore: warning: %s", unmarked_message(pid, name))
 
     def _impls_of(self, pid: str) -> list[pluggy.HookImpl]:
         return [
@@ -255,7 +475,14 @@ class PluginStack:
     def _call(fn: Callable[..., Any], names: tuple[str, ...], kwargs: dict[str, Any]) -> Any:
         return fn(*[kwargs[n] for n in names])
 
-    def _fold(self, hook: str, first: str, value: Any, kwargs: dict[str, Any]) -> Any:
+    def _fold(
+        self,
+        hook: str,
+        first: str,
+        value: Any,
+        kwargs: dict[str, Any],
+        check: Callable[[str, Any, Any], None] | None = None,
+    ) -> Any:
         for pid, fn, names in self._calls[hook]:
             kwargs[first] = value
             try:
@@ -264,8 +491,32 @@ class PluginStack:
                 self._mark(exc, pid, hook, fn)
                 raise
             if result is not None:
+                if check is not None:
+                    check(pid, value, result)
                 value = result
         return value
+
+    # checks of hook results where they enter the core: attribute reads only, never a device sync
+
+    def _check_posterior(self, pid: str, before: Any, result: Any) -> None:
+        kind = type(result)
+        if kind in self._posterior_types:
+            return
+        if not isinstance(result, Posterior):
+            raise PluginError(
+                f"plugin {pid!r} failed in post_posterior: returned {summarize(result)}, not a Posterior "
+                "(mean, rsample, log_prob, kl_per_dim; see vaecore.distributions) or None"
+            )
+        self._posterior_types.add(kind)
+
+    @staticmethod
+    def _check_latent(pid: str, y: Any, z: Any) -> None:
+        if not isinstance(z, torch.Tensor) or z.shape[:-1] != y.shape[:-1]:
+            got = f"shape {tuple(z.shape)}" if isinstance(z, torch.Tensor) else summarize(z)
+            raise PluginError(
+                f"plugin {pid!r} failed in latent_map: returned {got} for y of shape {tuple(y.shape)}; "
+                "z must keep y's leading dimensions (only the last may change)"
+            )
 
     def _claimed(self, hook: str, kwargs: dict[str, Any]) -> Any:
         for pid, fn, names in self._calls[hook]:
@@ -312,10 +563,12 @@ class PluginStack:
         return self._fold("pre_encode", "x", x, {"ctx": ctx})
 
     def post_posterior(self, posterior: Any, features: Any, ctx: Any) -> Any:
-        return self._fold("post_posterior", "posterior", posterior, {"features": features, "ctx": ctx})
+        return self._fold(
+            "post_posterior", "posterior", posterior, {"features": features, "ctx": ctx}, self._check_posterior
+        )
 
     def latent_map(self, y: Any, ctx: Any) -> Any:
-        return self._fold("latent_map", "y", y, {"ctx": ctx})
+        return self._fold("latent_map", "y", y, {"ctx": ctx}, self._check_latent)
 
     def kl_weight(self, weight: float, ctx: Any) -> float:
         """The step's KL weight after every plugin's schedule, checked where it enters the core."""
@@ -332,7 +585,21 @@ class PluginStack:
         return self._claimed("forward_samples", {"training": training})
 
     def bound(self, out: Any, ctx: Any) -> Any:
-        return self._claimed("bound", {"out": out, "ctx": ctx})
+        result = self._claimed("bound", {"out": out, "ctx": ctx})
+        if not isinstance(result, Bound):
+            pid = self._calls["bound"][0][0] if self._calls["bound"] else "elbo"
+            raise PluginError(
+                f"plugin {pid!r} failed in bound: returned {summarize(result)}, not a vaecore.hooktypes.Bound"
+            )
+        bad = scalar_problem(result.loss)
+        if bad:
+            raise PluginError(f"plugin {self._calls['bound'][0][0]!r} failed in bound: the loss is {bad}")
+        for name, value in result.terms.items():
+            bad = scalar_problem(value)
+            if bad:
+                pid = self._calls["bound"][0][0]
+                raise PluginError(f"plugin {pid!r} failed in bound: the term {name!r} is {bad}")
+        return result
 
     def prior(self, info: Any, model: Any) -> Any:
         return self._isolated("prior", {"info": info, "model": model})
@@ -355,6 +622,11 @@ class PluginStack:
             except Exception as exc:
                 self._mark(exc, pid, "extra_loss", fn)
                 raise
+        for name, term in terms:
+            bad = scalar_problem(term.value)
+            if bad:
+                pid, _, short = name.partition(".")
+                raise PluginError(f"plugin {pid!r} failed in extra_loss: the term {short!r} is {bad}")
         return terms
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float], ctx: Any) -> tuple[dict[str, float], list[str]]:
@@ -387,6 +659,15 @@ class PluginStack:
         return merged
 
 
+def scalar_problem(value: Any) -> str | None:
+    """Why ``value`` is not a scalar tensor (a loss term), or None; reads no tensor values."""
+    if not isinstance(value, torch.Tensor):
+        return f"{summarize(value)}, not a tensor; a term must be a scalar tensor (a batch mean)"
+    if value.ndim != 0:
+        return f"of shape {tuple(value.shape)}, not a scalar; reduce it to a scalar (a batch mean, .mean())"
+    return None
+
+
 def namespaced(pid: str, name: str, hook: str) -> str:
     """``pid.name``; a name that is not an identifier could reach into another namespace: refused."""
     if not isinstance(name, str) or not is_identifier(name):
@@ -411,7 +692,7 @@ def mark_hook_failure(exc: BaseException, pid: str, hook: str, fn: Callable[...,
     unchanged, so code calling the model directly still catches its own types."""
     if isinstance(exc, VaecoreError) or getattr(exc, _HOOK_FAILURE, None) is not None:
         return
-    code = getattr(fn, "__code__", None)
+    code = getattr(getattr(fn, "__wrapped__", fn), "__code__", None)
     try:
         setattr(exc, _HOOK_FAILURE, (pid, hook, code.co_filename if code is not None else None))
     except AttributeError:  # an exception class with __slots__
