@@ -79,7 +79,11 @@ REPO_PLUGINS = sorted(
 # the partners each repository plugin is stacked with here: the plugin's own suite stacks it with all
 CORE_PARTNERS = ("ne",)
 # options for plugins whose options have no defaults
-REQUIRED_OPTIONS = {"intel": {"mapping": "sparse"}}
+REQUIRED_OPTIONS = {
+    "intel": {"mapping": "sparse"},
+    # cycles over train.epochs x steps change when a resume adds epochs; a period in epochs does not
+    "kl_cyclic": {"period_epochs": 1.5},
+}
 
 for _name in REPO_PLUGINS:
     globals()[f"TestInstalled_{_name}"] = type(

@@ -213,28 +213,12 @@ def check_configs(config: Path, specs: Sequence[RunSpec], overrides: Sequence[st
     return configs
 
 
-def _lookup(data: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if isinstance(data, list) and part.isdigit() and int(part) < len(data):
-            data = data[int(part)]
-        elif isinstance(data, dict) and part in data:
-            data = data[part]
-        else:
-            return None
-    return data
-
-
-def _shown(value: Any, width: int = 60) -> str:
-    text = "unset" if value is None else json.dumps(value, default=str)
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
 def stale_reason(run_dir: Path, config: Config, registry: PluginRegistry | None = None) -> str | None:
     """Why the run in ``run_dir`` cannot be reused or resumed for ``config``; None when it can
     (or when there is nothing to reuse: a fresh start)."""
     from vaecore.config import config_to_dict, load_config
     from vaecore.runs import RunDir
-    from vaecore.trainer import COSMETIC_CHANGES, config_differences
+    from vaecore.trainer import COSMETIC_CHANGES, config_differences, config_value, shown_value
 
     run = RunDir(run_dir)
     finished = run.eval.is_file()
@@ -254,7 +238,9 @@ def stale_reason(run_dir: Path, config: Config, registry: PluginRegistry | None 
         diffs = config_differences(saved, wanted)
     if not diffs:
         return None
-    shown = ", ".join(f"{k} ({_shown(_lookup(saved, k))} there, {_shown(_lookup(wanted, k))} now)" for k in diffs)
+    shown = ", ".join(
+        f"{k} ({shown_value(config_value(saved, k))} there, {shown_value(config_value(wanted, k))} now)" for k in diffs
+    )
     return f"{run.path}: {'finished' if finished else 'checkpointed'} with another config: {shown}"
 
 

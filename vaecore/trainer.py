@@ -73,7 +73,7 @@ def config_differences(
     return diffs
 
 
-def _lookup(data: Any, dotted: str) -> Any:
+def config_value(data: Any, dotted: str) -> Any:
     """The value at a dotted key of :func:`config_differences` (None when absent)."""
     for part in dotted.split("."):
         if isinstance(data, list) and part.isdigit() and int(part) < len(data):
@@ -85,8 +85,10 @@ def _lookup(data: Any, dotted: str) -> Any:
     return data
 
 
-def _shown(value: Any) -> str:
-    return "unset" if value is None else json.dumps(value)
+def shown_value(value: Any, width: int = 60) -> str:
+    """A config value as a message shows it: JSON, ``unset`` for None, cut at ``width`` characters."""
+    text = "unset" if value is None else json.dumps(value, default=str)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _checkpoint_epoch(path: Path) -> int | None:
@@ -372,7 +374,10 @@ class Trainer:
         changes = config_differences(saved, current, ignore=frozenset())
         if changes:
             self.resumes.append(
-                {"epoch": self.epoch, "changes": {k: [_lookup(saved, k), _lookup(current, k)] for k in changes}}
+                {
+                    "epoch": self.epoch,
+                    "changes": {k: [config_value(saved, k), config_value(current, k)] for k in changes},
+                }
             )
         distributed.barrier(self.group)
         if not self.group.main:
@@ -388,7 +393,7 @@ class Trainer:
             self.run.eval.unlink(missing_ok=True)  # it evaluated the run as it was before this resumption
         notes = [
             f"resumed after epoch {r['epoch']} with "
-            + ", ".join(f"{key} changed from {_shown(a)} to {_shown(b)}" for key, (a, b) in r["changes"].items())
+            + ", ".join(f"{k} changed from {shown_value(a)} to {shown_value(b)}" for k, (a, b) in r["changes"].items())
             for r in self.resumes
         ]
         self.run.create(self.config, notes)

@@ -255,11 +255,17 @@ def test_lp_with_a_flow_posterior_is_refused_with_a_clear_message():
 
         @vaecore.hookimpl
         def post_posterior(self, posterior):
-            class NotGaussian:
+            class NotGaussian:  # a Posterior, but neither a DiagonalGaussian nor one with a base
                 mean = posterior.loc
 
                 def rsample(self, k):
                     return posterior.rsample(k)
+
+                def log_prob(self, y):
+                    return posterior.log_prob(y)
+
+                def kl_per_dim(self):
+                    return None
 
             return NotGaussian()
 
