@@ -2,9 +2,9 @@
 (which run the conformance suite) and trains in a stack with ``ne``.
 
 The plugin is installed editable into a fresh virtual environment layered on this test session's
-own: a ``.pth`` file adds the session's site-packages (vaecore, the installed plugins, pytest and
-the setuptools that builds the plugin), never the base interpreter's, while the session itself
-never sees the generated plugin.
+own: a ``.pth`` file adds the session's site-packages (vaecore, the installed plugins, pytest),
+never the base interpreter's, while the session itself never sees the generated plugin. pip builds
+the plugin in its own isolated build environment, with the setuptools its pyproject.toml asks for.
 """
 
 from __future__ import annotations
@@ -116,8 +116,6 @@ def installed(tmp_path_factory):
             "install",
             "--quiet",
             "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
             "-e",
             str(root / NAME),
         ]
