@@ -46,6 +46,7 @@ WHEN = {
     "on_step_end": "after every optimiser step",
     "on_epoch_end": "after validation, before the checkpoint",
     "eval_metrics": "once per evaluation (`vaecore eval`, end of training)",
+    "components": "when a config listing the plugin is read (`train`, `eval`, `plugins`), before any instance exists",
 }
 """When the trainer calls each hook, in the order of a run."""
 
@@ -152,16 +153,18 @@ def _inline(text: str) -> str:
 def hooks_page() -> str:
     from vaecore import hookspecs as hs
 
-    kinds = {
-        **{h: "folded" for h in hs.FOLDED_HOOKS},
-        **{h: "claimed (one implementer per stack)" for h in hs.CLAIMED_HOOKS},
-        **{h: "collected, namespaced by plugin id" for h in hs.COLLECTED_HOOKS},
-        **{h: "lifecycle" for h in hs.LIFECYCLE_HOOKS},
+    described = {
+        "folded": "folded",
+        "claimed": "claimed (one implementer per stack)",
+        "collected": "collected, namespaced by plugin id",
+        "lifecycle": "lifecycle",
+        "registration": "registration (on the class, when the config is read)",
     }
+    kinds = {hook: described[kind] for hook, kind in hs.HOOK_KINDS.items()}
     specs = [name for name, value in vars(hs).items() if hasattr(value, "vaecore_spec")]
     missing = [h for h in specs if h not in WHEN or h not in kinds]
     if missing:
-        raise SystemExit(f"docs/gen_pages.py: add {missing} to WHEN and to a hook kind list in hookspecs.py")
+        raise SystemExit(f"docs/gen_pages.py: add {missing} to WHEN and to HOOK_KINDS in hookspecs.py")
     order = list(WHEN)
     parts = [
         "# Hook reference",
@@ -199,6 +202,22 @@ def hooks_page() -> str:
             "",
             rst_to_md(doc),
         ]
+    from vaecore import components, hooktypes
+
+    parts += [
+        "",
+        "## The context: `StepContext`",
+        "",
+        rst_to_md(inspect.getdoc(hooktypes.StepContext) or ""),
+        "",
+        "### `Extras`: one forward pass's scratch space",
+        "",
+        rst_to_md(inspect.getdoc(hooktypes.Extras) or ""),
+        "",
+        "## Components: what each role's factory receives and returns",
+        "",
+        rst_to_md((components.__doc__ or "").split("\n\n", 1)[-1]),
+    ]
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -231,6 +250,8 @@ def _constraint(expr: str | None, namespace: dict[str, Any]) -> str:
     if not expr:
         return ""
     node = ast.parse(expr, mode="eval").body
+    if isinstance(node, ast.List):
+        return ", ".join(_constraint(ast.unparse(item), namespace) for item in node.elts)
     if not isinstance(node, ast.Call):
         return f"`{expr}`"
     func = ast.unparse(node.func).split(".")[-1]
@@ -246,6 +267,10 @@ def _constraint(expr: str | None, namespace: dict[str, Any]) -> str:
         return "one of " + ", ".join(f"`{c!r}`".replace("'", '"') for c in choices)
     if func == "each":
         return "each " + _constraint(args[0], namespace)
+    if func == "nonempty":
+        return "at least one"
+    if func == "odd":
+        return "odd"
     return f"`{expr}`"
 
 
@@ -308,20 +333,9 @@ def config_page() -> str:
         if doc and (section, cls) not in seen and not doc.startswith(f"{cls.__name__}("):
             parts += [rst_to_md(doc), ""]
         seen.add((section, cls))
-        parts += ["| key | type | default | allowed | description |", "| --- | --- | --- | --- | --- |"]
-        for f in attrs.fields(cls):
-            if attrs.has(f.type):
-                parts.append(f"| `{f.name}` | table | see [`[{section}.{f.name}]`](#{_anchor(section, f.name)}) | | |")
-                continue
-            default = f.default.factory() if isinstance(f.default, attrs.Factory) else f.default  # type: ignore[attr-defined]
-            default_text = "required" if default is attrs.NOTHING else _toml(default)
-            validator, fdoc = sources.get(f.name, (None, None))
-            note = FIELD_NOTES.get(f"{section}.{f.name}", FIELD_NOTES.get(f.name, ""))
-            desc = " ".join(rst_to_md(fdoc).split()) if fdoc else note
-            parts.append(
-                f"| `{f.name}` | {_type_text(f.type)} | {default_text} | {_constraint(validator, namespace)} "
-                f"| {desc.replace('|', '&#124;')} |"
-            )
+        parts += _fields_table(cls, section, sources, namespace)
+        if issubclass(cls, cfg.ComponentConfig):
+            parts += _components_part(cls, section)
     parts += [
         "",
         "## `[[plugins]]`",
@@ -338,6 +352,57 @@ def config_page() -> str:
         "| `id` | string | the name | an identifier, not a Python keyword | the entry's id in this stack |",
     ]
     return "\n".join(parts).rstrip() + "\n"
+
+
+def _fields_table(
+    cls: type, section: str, sources: dict[str, tuple[str | None, str | None]], namespace: dict[str, Any]
+) -> list[str]:
+    from vaecore.config import COMPONENT_FIELDS, ComponentConfig
+
+    rows = ["| key | type | default | allowed | description |", "| --- | --- | --- | --- | --- |"]
+    for f in attrs.fields(cls):
+        if issubclass(cls, ComponentConfig) and f.name in COMPONENT_FIELDS:
+            continue
+        if attrs.has(f.type):
+            rows.append(f"| `{f.name}` | table | see [`[{section}.{f.name}]`](#{_anchor(section, f.name)}) | | |")
+            continue
+        default = f.default.factory() if isinstance(f.default, attrs.Factory) else f.default  # type: ignore[attr-defined]
+        default_text = "required" if default is attrs.NOTHING else _toml(default)
+        validator, fdoc = sources.get(f.name, (None, None))
+        note = FIELD_NOTES.get(f"{section}.{f.name}", FIELD_NOTES.get(f.name, ""))
+        desc = " ".join(rst_to_md(fdoc).split()) if fdoc else note
+        rows.append(
+            f"| `{f.name}` | {_type_text(f.type)} | {default_text} | {_constraint(validator, namespace)} "
+            f"| {desc.replace('|', '&#124;')} |"
+        )
+    return rows
+
+
+def _components_part(cls: Any, section: str) -> list[str]:
+    """The built-in components a component table can choose, each with its options."""
+    from vaecore.builtin_components import builtin_registry
+
+    key, role = cls.component_key, cls.component_role
+    components = [c for c in builtin_registry().all() if c.role == role]
+    parts = [
+        "",
+        f"The built-in {role}s (`{key} = ...`); a listed plugin may register more (`vaecore plugins` shows",
+        f'which), and `{key} = "my_pkg.module:Factory"` names one of your own (see `docs/plugins.md`).',
+        "The keys beside `" + key + "` are the chosen one's options:",
+        "",
+    ]
+    for component in components:
+        options = component.options
+        parts.append(f"* `{component.name}`: {component.summary}" + ("" if options else " (no options)"))
+    for component in components:
+        options = component.options
+        if options is None:
+            continue
+        module = inspect.getmodule(options)
+        attrs.resolve_types(options)
+        parts += ["", f'### `[{section}]` {key} = "{component.name}"', ""]
+        parts += _fields_table(options, section, _field_sources(options), vars(module) if module else {})
+    return parts
 
 
 def _anchor(section: str, name: str) -> str:

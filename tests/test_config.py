@@ -39,7 +39,7 @@ def test_all_problems_are_reported_with_paths(registry):
     expected = [
         "trian: unknown key",
         "model.encoder.hidden: must be > 0, got -2",
-        "model.likelihood.kind: must be one of 'bernoulli', 'gaussian', 'laplace', got 'poisson'",
+        "model.likelihood.kind: unknown likelihood 'poisson'; available: bernoulli, gaussian, laplace",
         "train.epochs: must be > 0, got 0",
         "train.lr: expected a number, got 'fast'",
         "train.batch_size: expected an integer, got 1.5",

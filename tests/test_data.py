@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from vaecore import DataError
+from vaecore import ConfigError, DataError
 from vaecore.config import DataConfig
 from vaecore.data import load_dataset, load_npz
 from vaecore.data.loaders import load_binarized_mnist
@@ -107,7 +107,7 @@ def test_unreadable_and_missing_files(tmp_path):
         load_dataset(DataConfig(name="npz", path=str(tmp_path / "none.npz")))
     with pytest.raises(DataError, match=r"data.path: required when data.name = 'npz'"):
         load_dataset(DataConfig(name="npz"))
-    with pytest.raises(DataError, match=r"unknown dataset 'cifar'; built in: "):
+    with pytest.raises(ConfigError, match=r"unknown dataset 'cifar'; available: binarized_mnist, "):
         load_dataset(DataConfig(name="cifar"))
 
 

@@ -22,8 +22,8 @@ def test_hook_is_documented(hook):
 
 @pytest.mark.parametrize("hook", HOOKS)
 def test_hook_has_a_test_implementation(hook):
-    source = (ROOT / "tests" / "recording_plugins.py").read_text()
-    assert re.search(rf"@hookimpl(\(.*\))?\n\s+def {hook}\(", source), f"no test plugin implements {hook}"
+    source = "".join((ROOT / "tests" / name).read_text() for name in ("recording_plugins.py", "component_plugin.py"))
+    assert re.search(rf"@(vaecore\.)?hookimpl(\(.*\))?\n\s+def {hook}\(", source), f"no test plugin implements {hook}"
 
 
 def _generator():
@@ -50,13 +50,16 @@ def test_every_hook_has_a_row_in_the_timing_table():
 def test_config_reference_lists_every_key():
     import attrs
 
-    from vaecore.config import Config
+    from vaecore.builtin_components import builtin_registry
+    from vaecore.config import COMPONENT_FIELDS, ComponentConfig, Config
 
     text = (ROOT / "docs" / "config.md").read_text()
 
     def walk(cls, section):
         attrs.resolve_types(cls)
         for f in attrs.fields(cls):
+            if issubclass(cls, ComponentConfig) and f.name in COMPONENT_FIELDS:
+                continue
             if attrs.has(f.type):
                 yield from walk(f.type, f"{section}.{f.name}" if section else f.name)
             elif section:
@@ -65,6 +68,20 @@ def test_config_reference_lists_every_key():
     for section, key in walk(Config, ""):
         body = text.split(f"## `[{section}]`", 1)[1].split("\n## ", 1)[0]
         assert f"| `{key}` |" in body, f"docs/config.md: [{section}] lacks {key}"
+    # every built-in component is listed under its table, with each of its options
+    sections = {
+        "encoder": "model.encoder",
+        "decoder": "model.decoder",
+        "likelihood": "model.likelihood",
+        "dataset": "data",
+    }
+    for component in builtin_registry().all():
+        section = sections[component.role]
+        assert f"* `{component.name}`: " in text.split(f"## `[{section}]`", 1)[1].split("\n## ", 1)[0]
+        if component.options is not None:
+            body = text.split(f'### `[{section}]` {"name" if section == "data" else "kind"} = "{component.name}"', 1)[1]
+            for f in attrs.fields(component.options):
+                assert f"| `{f.name}` |" in body.split("\n## ", 1)[0].split("\n### ", 1)[0], (component.name, f.name)
 
 
 def test_cli_reference_lists_every_command():

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torchmetrics
 
 import vaecore
 from vaecore.cli import main
@@ -332,3 +333,56 @@ def test_importance_sampling_memory_is_bounded_whatever_k():
         assert res["nll_samples"] == k
         assert max(seen) <= 40 * 16
     assert sum(seen) >= 3000 * len(data.test)  # every sample of every example was decoded
+
+
+class _SquaredMeanNorm(torchmetrics.Metric):
+    """Mean over examples of |posterior mean|^2, and the batches it saw."""
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("n", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.seen: list[torch.Tensor] = []
+
+    def update(self, batch, out):
+        assert torch.equal(out.x, batch.x)
+        self.seen.append(batch.index)
+        self.total += out.posterior.mean.pow(2).sum().double()
+        self.n += batch.x.shape[0]
+
+    def compute(self):
+        return self.total / self.n
+
+
+class _MetricPlugin:
+    api_version = vaecore.HOOK_API_VERSION
+
+    def __init__(self):
+        self.metric = _SquaredMeanNorm()
+
+    @vaecore.hookimpl
+    def eval_metrics(self, model, split, ctx):
+        return {"sq_norm": self.metric, "constant": 3.0}
+
+
+def test_plugin_metrics_are_fed_from_the_core_pass():
+    """A Metric returned by eval_metrics is updated once per batch of the core's pass, in order,
+    and reported by compute(); the value equals the same mean computed from the encoder directly;
+    the core's numbers are those of an evaluation without the plugin."""
+    data = synthetic_dataset(n=200)
+    registry = make_registry({"metric": _MetricPlugin})
+    model = make_model(tiny_config([{"name": "metric"}]), data, registry)
+    plain = make_model(tiny_config(), data)
+    plain.load_state_dict(model.state_dict())
+    cfg = EvalConfig(nll_samples=5, nll_chunk=5, probes=False)
+    result = evaluate(model, data.test, cfg, batch_size=16)
+    plugin = model.stack.plugins["metric"]
+    assert [len(i) for i in plugin.metric.seen] == [16, 16, 16, 2]
+    assert torch.equal(torch.cat(plugin.metric.seen), torch.arange(50))
+    model.eval()
+    with torch.no_grad():
+        means = model.encode(data.test.x, model.context(training=False))[0].mean
+    assert result["metric.sq_norm"] == pytest.approx(float(means.pow(2).sum(-1).mean()), rel=1e-6)
+    assert result["metric.constant"] == 3.0
+    reference = evaluate(plain, data.test, cfg, batch_size=16)
+    assert {k: v for k, v in result.items() if not k.startswith("metric.")} == reference

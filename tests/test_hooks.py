@@ -10,7 +10,7 @@ import torch
 from tests.recording_plugins import ALL, LOG
 from vaecore import ConfigError, PluginError, hookimpl
 from vaecore.distributions import DiagonalGaussian
-from vaecore.hookspecs import CLAIMED_HOOKS, COLLECTED_HOOKS, FOLDED_HOOKS, LIFECYCLE_HOOKS
+from vaecore.hookspecs import HOOK_KINDS
 from vaecore.testing import load, make_model, make_registry, run_training, tiny_config
 from vaecore.trainer import Trainer
 
@@ -28,7 +28,8 @@ def test_every_hookspec_is_classified():
     import vaecore.hookspecs as hs
 
     specs = {name for name in dir(hs) if hasattr(getattr(hs, name), "vaecore_spec")}
-    assert specs == set(FOLDED_HOOKS + CLAIMED_HOOKS + COLLECTED_HOOKS + LIFECYCLE_HOOKS)
+    assert specs == set(HOOK_KINDS)
+    assert set(HOOK_KINDS.values()) == {"folded", "claimed", "collected", "lifecycle", "registration"}
 
 
 def test_setup_receives_model_sizes(registry, tiny_data):
@@ -247,3 +248,67 @@ def test_a_non_finite_kl_weight_is_the_plugins_error(registry, tiny_data, tmp_pa
     raw = tiny_config([{"name": "schedule", "id": "bad", "factor": float("nan")}], eval={"nll_samples": 0})
     with pytest.raises(PluginError, match=r"plugin 'bad' failed in kl_weight: returned nan, not a finite number >= 0"):
         run_training(raw, tmp_path / "run", tiny_data, registry)
+
+
+class _WritesContext:
+    api_version = 2
+
+    @hookimpl
+    def pre_encode(self, x, ctx):
+        ctx.kl_weight = 5.0
+
+
+def test_the_context_is_read_only_to_plugins(tiny_data, tmp_path):
+    from vaecore.plugin_manager import hook_failure
+
+    registry = make_registry({"writer": _WritesContext}, entry_points=False)
+    trainer = Trainer(
+        load(tiny_config([{"name": "writer"}]), registry), tmp_path / "run", registry=registry, dataset=tiny_data
+    )
+    with pytest.raises(AttributeError) as err:
+        trainer.fit()
+    assert hook_failure(err.value).startswith(
+        "plugin 'writer' failed in pre_encode: AttributeError: StepContext.kl_weight is read-only to plugins"
+    )
+
+
+class _Stash:
+    """Stores each forward pass's y in latent_map and checks extra_loss sees that very pass's."""
+
+    api_version = 2
+
+    def __init__(self):
+        self.checked = 0
+
+    @hookimpl
+    def latent_map(self, y, ctx):
+        ctx.extras.of(self).setdefault("calls", []).append(y)
+
+    @hookimpl
+    def extra_loss(self, out, ctx):
+        # exactly this pass's call, though another plugin's latent_map call came in between
+        calls = out.extras.of(self)["calls"]
+        assert len(calls) == 1 and calls[0] is out.y
+        self.checked += 1
+        return None
+
+
+class _ReencodesBetween:
+    """Calls the model's latent map (and encoder) from extra_loss, as NE's re-encoding does."""
+
+    api_version = 2
+
+    @hookimpl
+    def extra_loss(self, out, ctx):
+        ctx.model.latent_map(ctx.model.encode(out.x, ctx)[0].mean, ctx)
+        return None
+
+
+def test_extras_carry_one_forward_pass_from_a_hook_to_extra_loss(tiny_data, tmp_path):
+    registry = make_registry({"reencode": _ReencodesBetween, "stash": _Stash}, entry_points=False)
+    config = load(tiny_config([{"name": "reencode"}, {"name": "stash"}]), registry)
+    trainer = Trainer(config, tmp_path / "run", registry=registry, dataset=tiny_data)
+    trainer.fit()
+    stash = trainer.model.stack.plugins["stash"]
+    # 2 epochs x 8 training steps, 2 validations of 1 batch, and the final evaluation's passes
+    assert stash.checked >= 18

@@ -10,7 +10,6 @@ import torch
 from vaecore.config import LikelihoodConfig
 from vaecore.distributions import DiagonalGaussian, StandardNormal
 from vaecore.hooktypes import StepContext
-from vaecore.likelihoods import build_likelihood
 from vaecore.objectives import ELBO, free_bits_kl, warmup_factor
 from vaecore.testing import make_model, tiny_config
 
@@ -44,17 +43,17 @@ def test_analytic_kl_matches_monte_carlo():
 
 @pytest.mark.parametrize("kind", ["gaussian", "laplace"])
 def test_location_scale_likelihoods(kind):
-    lik = build_likelihood(LikelihoodConfig(kind=kind, scale=0.3, learn_scale=True), (5,))
+    lik = LikelihoodConfig.of(kind, scale=0.3, learn_scale=True).build(input_shape=(5,))
     x, params = torch.rand(2, 5), torch.randn(3, 2, 5)
     dist = torch.distributions.Normal if kind == "gaussian" else torch.distributions.Laplace
     torch.testing.assert_close(lik.log_prob(x, params), dist(params, 0.3).log_prob(x).sum(-1))
     assert [n for n, _ in lik.named_parameters()] == ["log_scale"]
-    fixed = build_likelihood(LikelihoodConfig(kind=kind, scale=0.3), (5,))
+    fixed = LikelihoodConfig.of(kind, scale=0.3).build(input_shape=(5,))
     assert list(fixed.parameters()) == [] and "log_scale" in fixed.state_dict()
 
 
 def test_bernoulli_refuses_data_outside_unit_interval():
-    lik = build_likelihood(LikelihoodConfig(kind="bernoulli"), (3,))
+    lik = LikelihoodConfig.of("bernoulli").build(input_shape=(3,))
     assert (
         lik.check_data(False, -0.5, 2.0) == "the bernoulli likelihood needs inputs in [0, 1], the data spans [-0.5, 2]"
     )

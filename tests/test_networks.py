@@ -10,10 +10,9 @@ import pytest
 import torch
 
 from vaecore import ConfigError
-from vaecore.config import LikelihoodConfig, NetworkConfig
+from vaecore.config import DecoderConfig, EncoderConfig, LikelihoodConfig
 from vaecore.data import Dataset, Split
-from vaecore.likelihoods import build_likelihood
-from vaecore.networks import MaskedConv2d, build_decoder, build_encoder, image_shape
+from vaecore.networks import MaskedConv2d, image_shape
 from vaecore.testing import load, make_model, run_training, tiny_config
 
 SMALL = {
@@ -24,8 +23,24 @@ SMALL = {
 }
 
 
-def net(kind: str, **extra) -> NetworkConfig:
-    return NetworkConfig(**{**SMALL[kind], **extra})
+def net(kind: str, **extra) -> dict:
+    return {**SMALL[kind], **extra}
+
+
+def build_encoder(table: dict, input_shape: tuple[int, ...], latent_dim: int):
+    options = dict(table)
+    return EncoderConfig.of(options.pop("kind"), **options).build(input_shape=input_shape, latent_dim=latent_dim)
+
+
+def build_decoder(table: dict | DecoderConfig, latent_dim: int, param_shape: tuple[int, ...]):
+    if isinstance(table, dict):
+        options = dict(table)
+        table = DecoderConfig.of(options.pop("kind"), **options)
+    return table.build(latent_dim=latent_dim, param_shape=param_shape)
+
+
+def build_likelihood(kind: str = "bernoulli", shape: tuple[int, ...] = (1,), **options):
+    return LikelihoodConfig.of(kind, **options).build(input_shape=shape)
 
 
 def _decode(dec, z, x):
@@ -55,7 +70,7 @@ def test_encoder_feature_dims_follow_the_architecture():
     assert build_encoder(net("conv", features=20), (784,), 3).feature_dim == 20
     assert build_encoder(net("resnet"), (784,), 3).feature_dim == 16
     # the InteL defaults: 32-64-128 filters, 128 x 3 x 3 features
-    assert build_encoder(NetworkConfig(kind="conv"), (28, 28), 3).feature_dim == 128 * 9
+    assert build_encoder({"kind": "conv"}, (28, 28), 3).feature_dim == 128 * 9
 
 
 @pytest.mark.parametrize("kind", ["mlp", "conv", "pixelcnn"])
@@ -76,7 +91,7 @@ def test_decoder_shapes_and_gradients(kind, shape):
 
 
 def test_conv_decoder_matches_intel_layout():
-    dec = build_decoder(NetworkConfig(kind="conv"), 5, (784,))
+    dec = build_decoder({"kind": "conv"}, 5, (784,))
     assert dec.start == (128, 7, 7)
     ups = [m for m in dec.convs if isinstance(m, torch.nn.ConvTranspose2d)]
     assert [(m.in_channels, m.out_channels, m.stride) for m in ups] == [(128, 64, (2, 2)), (64, 32, (2, 2))]
@@ -101,18 +116,22 @@ def test_network_config_errors_carry_their_path():
     with pytest.raises(ConfigError) as err:
         load(tiny_config(model={"encoder": {"kind": "pixelcnn"}, "decoder": {"kind": "resnet"}}))
     text = str(err.value)
-    assert "model: encoder.kind: 'pixelcnn' is not an encoder" in text
-    with pytest.raises(ConfigError, match=r"model.decoder: kernel_sizes: must be odd, got \[7, 4\]"):
+    assert "model.encoder.kind: unknown encoder 'pixelcnn'; available: conv, mlp, resnet" in text
+    assert "model.decoder.kind: unknown decoder 'resnet'; available: conv, mlp, pixelcnn" in text
+    with pytest.raises(ConfigError, match=r"model.decoder.kernel_sizes: must be odd, got 4"):
         load(tiny_config(model={"decoder": {"kind": "pixelcnn", "kernel_sizes": [7, 4]}}))
     with pytest.raises(ConfigError, match=r"model.decoder.width: must be > 0, got 0"):
         load(tiny_config(model={"decoder": {"kind": "pixelcnn", "width": 0}}))
-    with pytest.raises(ConfigError, match=r"model.encoder.kind: must be one of"):
+    with pytest.raises(ConfigError, match=r"model.encoder.kind: unknown encoder 'transformer'"):
         load(tiny_config(model={"encoder": {"kind": "transformer"}}))
+    # options of another kind are not silently ignored
+    with pytest.raises(ConfigError, match=r"model.encoder.width: unknown key \(encoder 'conv' takes batch_norm, "):
+        load(tiny_config(model={"encoder": {"kind": "conv", "width": 8}}))
 
 
 def test_mlp_config_is_unchanged():
     cfg = load(tiny_config()).model
-    assert cfg.encoder.kind == "mlp" and cfg.encoder.hidden == [32]
+    assert cfg.encoder.kind == "mlp" and cfg.encoder.options.hidden == [32]
     dec = build_decoder(cfg.decoder, 4, (16,))
     assert not dec.autoregressive and [type(m).__name__ for m in dec.net] == ["Linear", "Tanh", "Linear"]
 
@@ -155,12 +174,11 @@ def test_pixelcnn_sampling_reproduces_its_likelihood(likelihood):
     torch.manual_seed(1)
     shape = (36,)
     dec = build_decoder(net("pixelcnn"), 3, shape).eval()
-    cfg = (
-        LikelihoodConfig(kind="bernoulli")
+    lik = (
+        build_likelihood("bernoulli", shape)
         if likelihood == "bernoulli"
-        else LikelihoodConfig(kind="gaussian", scale=0.3, learn_scale=True)
+        else build_likelihood("gaussian", shape, scale=0.3, learn_scale=True)
     )
-    lik = build_likelihood(cfg, shape)
     if likelihood != "bernoulli":
         with torch.no_grad():
             lik.log_scale.copy_(torch.linspace(-2, 0, 36))
@@ -182,7 +200,7 @@ def test_pixelcnn_likelihood_is_normalised_and_sampling_follows_it():
     have those frequencies (20000 draws, each within 4.5 standard errors)."""
     torch.manual_seed(2)
     dec = build_decoder(net("pixelcnn", kernel_sizes=[3, 3], width=8), 2, (4,)).eval()
-    lik = build_likelihood(LikelihoodConfig(), (4,))
+    lik = build_likelihood("bernoulli", (4,))
     z = torch.randn(1, 2)
     configs = torch.tensor(list(itertools.product([0.0, 1.0], repeat=4)))
     with torch.no_grad():
@@ -286,13 +304,13 @@ def test_pixelcnn_vae_trains_and_evaluates(tmp_path):
 def test_likelihood_values_by_hand():
     x = torch.tensor([[0.5, -1.0]])
     mu = torch.tensor([[[0.0, 0.0]]])
-    g = build_likelihood(LikelihoodConfig(kind="gaussian", scale=2.0), (2,))
+    g = build_likelihood("gaussian", (2,), scale=2.0)
     expect = sum(-0.5 * (v / 2) ** 2 - math.log(2) - 0.5 * math.log(2 * math.pi) for v in (0.5, -1.0))
     assert float(g.log_prob(x, mu)) == pytest.approx(expect)
-    lap = build_likelihood(LikelihoodConfig(kind="laplace", scale=0.5), (2,))
+    lap = build_likelihood("laplace", (2,), scale=0.5)
     expect = sum(-abs(v) / 0.5 - math.log(2 * 0.5) for v in (0.5, -1.0))
     assert float(lap.log_prob(x, mu)) == pytest.approx(expect)
-    b = build_likelihood(LikelihoodConfig(), (2,))
+    b = build_likelihood("bernoulli", (2,))
     logits = torch.tensor([[[0.0, math.log(3.0)]]])
     assert float(b.log_prob(torch.tensor([[1.0, 0.0]]), logits)) == pytest.approx(math.log(0.5) + math.log(0.25))
     torch.testing.assert_close(b.mode(logits), torch.tensor([[[0.0, 1.0]]]))
@@ -300,8 +318,8 @@ def test_likelihood_values_by_hand():
 
 
 def test_learned_and_fixed_scales():
-    fixed = build_likelihood(LikelihoodConfig(kind="gaussian", scale=0.5), (3,))
-    learned = build_likelihood(LikelihoodConfig(kind="laplace", scale=0.5, learn_scale=True), (3,))
+    fixed = build_likelihood("gaussian", (3,), scale=0.5)
+    learned = build_likelihood("laplace", (3,), scale=0.5, learn_scale=True)
     assert not list(fixed.parameters()) and "log_scale" in dict(fixed.named_buffers())
     assert [n for n, _ in learned.named_parameters()] == ["log_scale"]
     x = torch.zeros(4, 3)
@@ -319,7 +337,7 @@ def test_windowed_sampling_is_exact_on_a_large_image():
     torch.manual_seed(3)
     dec = build_decoder(net("pixelcnn", kernel_sizes=[3, 3], width=8), 3, (196,))
     assert dec.reach() == (1, 2)
-    lik = build_likelihood(LikelihoodConfig(), (196,))
+    lik = build_likelihood("bernoulli", (196,))
     z = torch.randn(3, 3)
     x, params = dec.generate(z, lik)
     torch.testing.assert_close(params, dec(z, x), rtol=1e-5, atol=1e-5)

@@ -112,7 +112,9 @@ def test_unknown_hook_without_a_close_name_lists_the_hooks():
         def whatever(self):
             return None
 
-    with pytest.raises(PluginError, match=r"'zzz' is not a hook; the hooks are setup, pre_encode, .*eval_metrics$"):
+    with pytest.raises(
+        PluginError, match=r"'zzz' is not a hook; the hooks are setup, pre_encode, .*eval_metrics, components$"
+    ):
         PluginStack([("p", Far())])
 
 

@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
+from vaecore.builtin_components import builtin_registry
 from vaecore.config import DataConfig
-from vaecore.data import DATASETS, load_dataset
+from vaecore.data import load_dataset
 from vaecore.data.synthetic import INFINITY_SCALE, MOG_CENTRES, SYNTHETIC, make_synthetic
 from vaecore.errors import ConfigError, DataError
 from vaecore.testing import load, make_model, run_training, tiny_config
@@ -18,7 +19,7 @@ NAMES = ["circle", "infinity", "mog", "sparse"]
 
 
 def test_registered_as_builtin_datasets():
-    assert set(NAMES) <= set(DATASETS) and set(SYNTHETIC) == set(NAMES)
+    assert set(NAMES) <= set(builtin_registry().names("dataset")) and set(SYNTHETIC) == set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -104,9 +105,12 @@ def test_config_fields_are_validated():
 
 
 def test_unknown_name_lists_the_synthetic_sets():
-    with pytest.raises(DataError) as err:
-        load_dataset(DataConfig(name="circles"))
+    with pytest.raises(ConfigError) as err:
+        load(tiny_config(data={"name": "circles"}))
+    assert str(err.value).startswith("invalid config: data.name: unknown dataset 'circles'; available: ")
     assert "circle" in str(err.value) and "infinity" in str(err.value)
+    with pytest.raises(ConfigError, match="unknown dataset 'circles'"):
+        DataConfig(name="circles")
 
 
 def test_bernoulli_likelihood_refuses_real_valued_data():

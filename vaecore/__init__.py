@@ -23,14 +23,19 @@ from vaecore.hookspecs import HOOK_API_VERSION, hookimpl, hookspec
 __version__ = "0.1.0"
 
 _LAZY: dict[str, str] = {
+    "Component": "vaecore.components",
+    "ComponentRegistry": "vaecore.components",
     "Config": "vaecore.config",
     "load_config": "vaecore.config",
     "DiagonalGaussian": "vaecore.distributions",
     "Posterior": "vaecore.distributions",
     "Prior": "vaecore.distributions",
     "StandardNormal": "vaecore.distributions",
+    "evaluate": "vaecore.evaluation",
+    "evaluate_checkpoint": "vaecore.evaluation",
     "Batch": "vaecore.hooktypes",
     "Bound": "vaecore.hooktypes",
+    "Extras": "vaecore.hooktypes",
     "EpochResult": "vaecore.hooktypes",
     "ModelInfo": "vaecore.hooktypes",
     "StepContext": "vaecore.hooktypes",
@@ -50,9 +55,11 @@ _LAZY: dict[str, str] = {
 """Public name -> the module it lives in, imported on first use."""
 
 if TYPE_CHECKING:
+    from vaecore.components import Component, ComponentRegistry
     from vaecore.config import Config, load_config
     from vaecore.distributions import DiagonalGaussian, Posterior, Prior, StandardNormal
-    from vaecore.hooktypes import Batch, Bound, EpochResult, ModelInfo, StepContext, Term
+    from vaecore.evaluation import evaluate, evaluate_checkpoint
+    from vaecore.hooktypes import Batch, Bound, EpochResult, Extras, ModelInfo, StepContext, Term
     from vaecore.model import VAE, ForwardOutput
     from vaecore.plugin_manager import PluginRegistry, PluginStack
     from vaecore.restore import LoadedRun, load_run
@@ -79,11 +86,14 @@ __all__ = [
     "Batch",
     "Bound",
     "CheckpointError",
+    "Component",
+    "ComponentRegistry",
     "Config",
     "ConfigError",
     "DataError",
     "DiagonalGaussian",
     "EpochResult",
+    "Extras",
     "ForwardOutput",
     "LoadedRun",
     "ModelInfo",
@@ -102,6 +112,8 @@ __all__ = [
     "device_batches",
     "encode_split",
     "eval_mode",
+    "evaluate",
+    "evaluate_checkpoint",
     "hookimpl",
     "hookspec",
     "load_config",

@@ -5,7 +5,6 @@ from __future__ import annotations
 from vaecore.config import Config
 from vaecore.data import Dataset
 from vaecore.errors import ConfigError, DataError, PluginError, VaecoreError
-from vaecore.likelihoods import build_likelihood
 from vaecore.model import VAE
 from vaecore.objectives import ELBO
 from vaecore.plugin_manager import PluginRegistry, PluginStack
@@ -48,7 +47,7 @@ def check_fit(config: Config, dataset: Dataset) -> None:
     """Refuse a dataset that the configured likelihood cannot model."""
     splits = (dataset.train.x, dataset.valid.x, dataset.test.x)
     lo, hi = min(float(x.min()) for x in splits), max(float(x.max()) for x in splits)
-    problem = build_likelihood(config.model.likelihood, dataset.input_shape).check_data(dataset.binary, lo, hi)
+    problem = config.model.likelihood.build(input_shape=dataset.input_shape).check_data(dataset.binary, lo, hi)
     if problem:
         raise DataError(f"data {dataset.name!r} does not fit model.likelihood: {problem}")
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from vaecore import __version__
 from vaecore.analysis.cli import ANALYSIS_COMMANDS, add_analysis_parsers
+from vaecore.components import plugin_components
 from vaecore.errors import CheckpointError, PluginError, VaecoreError
 from vaecore.plugin_manager import (
     IMPORT_FAILURES,
@@ -222,7 +223,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from vaecore.errors import ConfigError
-    from vaecore.evaluation import evaluate
+    from vaecore.evaluation import evaluate_checkpoint
     from vaecore.restore import load_run
 
     overrides = list(args.overrides)
@@ -238,20 +239,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         check_out_file(args.out)
     else:
         check_out_folder(run.path, "the run folder")
-    cfg = config.eval
-    results = {
-        "split": cfg.split,
-        "checkpoint": str(loaded.source),
-        "epoch": loaded.state.get("epoch"),
-        **evaluate(
-            loaded.model,
-            dataset.split(cfg.split),
-            cfg,
-            batch_size=cfg.batch_size or config.train.eval_batch_size,
-            probe_split=dataset.split(cfg.probe_split),
-            progress=bool(config.train.progress) and sys.stderr.isatty(),
-        ),
-    }
+    results = evaluate_checkpoint(
+        loaded.model,
+        dataset,
+        config,
+        loaded.source,
+        loaded.state.get("epoch"),
+        progress=bool(config.train.progress) and sys.stderr.isatty(),
+    )
     try:
         target = run.write_eval(results, args.out)
     except OSError as exc:
@@ -275,10 +270,12 @@ def plugin_rows(registry: PluginRegistry) -> list[dict[str, Any]]:
         }
         try:
             cls = registry.load(name)
-            row.update(hooks=hook_names(cls))
+            row.update(hooks=hook_names(cls), components=[])
             row.update(status=check_plugin(name, cls))
+            row.update(components=[f"{c.role} {c.name}" for c in plugin_components(name, cls)])
         except VaecoreError as exc:
             row.setdefault("hooks", [])
+            row.setdefault("components", [])
             row.update(status=f"error: {exc}")
         rows.append(row)
     return rows
@@ -308,8 +305,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     elif not rows:
         print("no plugins installed (entry point group 'vaecore.plugins')")
     else:
-        table = [[r["name"], r["distribution"], r["version"], ", ".join(r["hooks"]), r["status"]] for r in rows]
-        print(format_table(table, ["name", "distribution", "version", "hooks", "status"]))
+        table = [
+            [r["name"], r["distribution"], r["version"], ", ".join(r["hooks"]), ", ".join(r["components"]), r["status"]]
+            for r in rows
+        ]
+        print(format_table(table, ["name", "distribution", "version", "hooks", "components", "status"]))
     return 0
 
 

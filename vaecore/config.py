@@ -12,13 +12,14 @@ import sys
 import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import attrs
 import cattrs
 import tomli_w
 
 from vaecore import validators as v
+from vaecore.components import BUILTIN, Component, ComponentRegistry, plugin_components
 from vaecore.errors import ConfigError, PluginError
 from vaecore.plugin_manager import PluginRegistry, is_identifier
 
@@ -27,74 +28,117 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-ACTIVATIONS = ("tanh", "relu", "elu", "leaky_relu", "softplus", "sigmoid", "gelu")
-LIKELIHOODS = ("bernoulli", "gaussian", "laplace")
 
+class ComponentConfig:
+    """A config table that chooses a component (:mod:`vaecore.components`) and holds its options.
 
-NETWORK_KINDS = ("mlp", "conv", "resnet", "pixelcnn")
-ENCODER_KINDS = ("mlp", "conv", "resnet")
-DECODER_KINDS = ("mlp", "conv", "pixelcnn")
-
-
-@attrs.define(kw_only=True)
-class NetworkConfig:
-    """An encoder or decoder network (see :mod:`vaecore.networks` for each kind).
-
-    * ``mlp``: ``hidden`` sizes and ``activation``.
-    * ``conv`` (InteL's MNIST networks): ``channels`` (default [32, 64, 128]), ``batch_norm``.
-    * ``resnet`` (encoder only, He et al. 2019): ``channels`` (default [32, 32, 32]),
-      ``features`` (default 256), ``batch_norm``.
-    * ``pixelcnn`` (decoder only, He et al. 2019): ``kernel_sizes`` (default [7, 5, 5, 3, 3]),
-      ``width`` (hidden channels, default 32), ``z_channels`` (feature maps projected from z, 4).
+    ``component_key`` names the key that chooses it (``kind``, or ``name`` for data); every key of
+    the table that is not one of the class's own fields is one of the component's options,
+    structured into its ``Options`` class. ``options`` and ``component`` are filled in when the
+    config is read (or, for a config made in Python, from the built-in components).
     """
 
-    kind: str = attrs.field(default="mlp", validator=v.one_of(NETWORK_KINDS))
-    hidden: list[int] = attrs.field(factory=lambda: [500, 500], validator=v.each(v.gt(0)))
-    activation: str = attrs.field(default="tanh", validator=v.one_of(ACTIVATIONS))
-    channels: list[int] | None = attrs.field(default=None, validator=v.each(v.gt(0)))
-    batch_norm: bool = True
-    features: int | None = attrs.field(default=None, validator=v.gt(0))
-    kernel_sizes: list[int] | None = attrs.field(default=None, validator=v.each(v.gt(0)))
-    width: int = attrs.field(default=32, validator=v.gt(0))
-    z_channels: int = attrs.field(default=4, validator=v.gt(0))
+    component_role: ClassVar[str]
+    component_key: ClassVar[str] = "kind"
+    options: Any
+    component: Component | None
 
-    def validate(self) -> None:
-        if self.channels is not None and not self.channels:
-            raise ValueError("channels: must list at least one width")
-        if self.kernel_sizes is not None:
-            if not self.kernel_sizes:
-                raise ValueError("kernel_sizes: must list at least one kernel size")
-            if any(k % 2 == 0 for k in self.kernel_sizes):
-                raise ValueError(f"kernel_sizes: must be odd, got {self.kernel_sizes}")
+    def __attrs_post_init__(self) -> None:
+        if getattr(self, "component", None) is None:
+            from vaecore.builtin_components import builtin_registry
+
+            component = builtin_registry().get(self.component_role, getattr(self, self.component_key))
+            self.component = component
+            if self.options is None and component.options is not None:
+                self.options = component.options()
+
+    @classmethod
+    def of(cls, name: str, components: ComponentRegistry | None = None, **options: Any) -> Any:
+        """The table choosing component ``name`` with these options, from Python:
+        ``EncoderConfig.of("conv", channels=[8, 16])`` (``components``: default the built-ins)."""
+        from vaecore.builtin_components import builtin_registry
+
+        component = (components or builtin_registry()).get(cls.component_role, name)
+        if component.options is None and options:
+            raise ConfigError(f"{cls.component_role} {name!r} takes no options, got {', '.join(options)}")
+        made = component.options(**options) if component.options is not None else None
+        return cast(Any, cls)(**{cls.component_key: name}, options=made, component=component)
+
+    @property
+    def chosen(self) -> Component:
+        """The component this table chooses (resolved when the table was made)."""
+        assert self.component is not None
+        return self.component
+
+    def build(self, **arguments: Any) -> Any:
+        """The component built with this table's options and ``arguments`` (its role's, see
+        :mod:`vaecore.components`)."""
+        return self.chosen.build(self.options, **arguments)
 
 
 @attrs.define(kw_only=True)
-class LikelihoodConfig:
-    """The decoder's distribution p(x|z); ``scale`` is the fixed (or initial) std or Laplace scale."""
+class EncoderConfig(ComponentConfig):
+    """The encoder network: ``kind`` (``mlp``, ``conv``, ``resnet`` or a plugin's) and its options."""
 
-    kind: str = attrs.field(default="bernoulli", validator=v.one_of(LIKELIHOODS))
-    scale: float = attrs.field(default=1.0, validator=v.gt(0, finite=True))
-    learn_scale: bool = False
+    component_role: ClassVar[str] = "encoder"
+    kind: str = "mlp"
+    options: Any = None
+    component: Component | None = attrs.field(default=None, eq=False, repr=False)
+
+
+@attrs.define(kw_only=True)
+class DecoderConfig(ComponentConfig):
+    """The decoder network: ``kind`` (``mlp``, ``conv``, ``pixelcnn`` or a plugin's) and its options."""
+
+    component_role: ClassVar[str] = "decoder"
+    kind: str = "mlp"
+    options: Any = None
+    component: Component | None = attrs.field(default=None, eq=False, repr=False)
+
+
+@attrs.define(kw_only=True)
+class LikelihoodConfig(ComponentConfig):
+    """The decoder's distribution p(x|z): ``kind`` (``bernoulli``, ``gaussian``, ``laplace`` or a
+    plugin's) and its options (``scale``, ``learn_scale`` for the location-scale families)."""
+
+    component_role: ClassVar[str] = "likelihood"
+    kind: str = "bernoulli"
+    options: Any = None
+    component: Component | None = attrs.field(default=None, eq=False, repr=False)
+
+
+LEGACY_DEFAULTS: dict[str, Any] = {
+    "hidden": [500, 500],
+    "activation": "tanh",
+    "batch_norm": True,
+    "width": 32,
+    "z_channels": 4,
+    "scale": 1.0,
+    "learn_scale": False,
+}
+"""Keys that the first release wrote into every network and likelihood table of a resolved
+config, whatever the kind, with their defaults. Read back with a built-in kind that does not take
+them, a key at this value is dropped, so run folders of that release still load and compare equal;
+any other value is an unknown key."""
 
 
 @attrs.define(kw_only=True)
 class ModelConfig:
     latent_dim: int = attrs.field(default=32, validator=v.gt(0))
-    encoder: NetworkConfig = attrs.field(factory=NetworkConfig)
-    decoder: NetworkConfig = attrs.field(factory=NetworkConfig)
+    encoder: EncoderConfig = attrs.field(factory=EncoderConfig)
+    decoder: DecoderConfig = attrs.field(factory=DecoderConfig)
     likelihood: LikelihoodConfig = attrs.field(factory=LikelihoodConfig)
-
-    def validate(self) -> None:
-        if self.encoder.kind not in ENCODER_KINDS:
-            raise ValueError(f"encoder.kind: {self.encoder.kind!r} is not an encoder; must be one of {ENCODER_KINDS}")
-        if self.decoder.kind not in DECODER_KINDS:
-            raise ValueError(f"decoder.kind: {self.decoder.kind!r} is not a decoder; must be one of {DECODER_KINDS}")
 
 
 @attrs.define(kw_only=True)
-class DataConfig:
-    """Which dataset, where to find it, and optional subsets (n rows at random, or the first n) for quick runs."""
+class DataConfig(ComponentConfig):
+    """Which dataset, where to find it, and optional subsets (n rows at random, or the first n) for quick runs.
 
+    ``name`` chooses a dataset component (built in, a listed plugin's, or ``module:factory``);
+    keys of ``[data]`` that are not listed here are that component's options."""
+
+    component_role: ClassVar[str] = "dataset"
+    component_key: ClassVar[str] = "name"
     name: str = "binarized_mnist"
     path: str | None = None
     root: str | None = None
@@ -124,6 +168,8 @@ class DataConfig:
     download: bool = False
     """Fetch a missing ``mnist``/``fashion_mnist`` from its public source into the data folder
     (``root``, ``VAECORE_DATA``, else ``~/.cache/vaecore``), verified by sha256."""
+    options: Any = None
+    component: Component | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.define(kw_only=True)
@@ -309,6 +355,21 @@ def make_converter() -> cattrs.Converter:
 CONVERTER = make_converter()
 
 
+def _unstructure_component(obj: ComponentConfig) -> dict[str, Any]:
+    """A component table as written in TOML: its own keys, then its options' beside them."""
+    own = {
+        f.name: CONVERTER.unstructure(getattr(obj, f.name))
+        for f in attrs.fields(cast(Any, type(obj)))
+        if f.name not in COMPONENT_FIELDS
+    }
+    return {**own, **(CONVERTER.unstructure(obj.options) if obj.options is not None else {})}
+
+
+CONVERTER.register_unstructure_hook_func(
+    lambda tp: isinstance(tp, type) and issubclass(tp, ComponentConfig), _unstructure_component
+)
+
+
 def _type_name(tp: Any) -> str:
     names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
     if tp in names:
@@ -327,21 +388,22 @@ def _join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
-def structure(raw: Any, cls: Any, path: str, problems: list[str]) -> Any:
+def structure(raw: Any, cls: Any, path: str, problems: list[str], components: ComponentRegistry | None = None) -> Any:
     """Structure ``raw`` into ``cls``, appending every problem (with its path) to ``problems``.
 
     Unlike a plain cattrs call this keeps going after the first error and also runs every attrs
-    validator, so one pass reports all that is wrong. Returns the object, or ``_FAIL``.
+    validator, so one pass reports all that is wrong. A :class:`ComponentConfig` table is resolved
+    in ``components`` (default: the built-in ones). Returns the object, or ``_FAIL``.
     """
     if attrs.has(cls):
-        return _structure_attrs(raw, cls, path, problems)
+        return _structure_attrs(raw, cls, path, problems, components)
     origin = typing.get_origin(cls)
     if origin is list:
         if not isinstance(raw, list):
             problems.append(f"{path}: expected {_type_name(cls)}, got {raw!r}")
             return _FAIL
         (item_type,) = typing.get_args(cls)
-        items = [structure(item, item_type, _join(path, i), problems) for i, item in enumerate(raw)]
+        items = [structure(item, item_type, _join(path, i), problems, components) for i, item in enumerate(raw)]
         return _FAIL if any(item is _FAIL for item in items) else items
     try:
         return CONVERTER.structure(raw, cls)
@@ -350,22 +412,30 @@ def structure(raw: Any, cls: Any, path: str, problems: list[str]) -> Any:
         return _FAIL
 
 
-def _structure_attrs(raw: Any, cls: type, path: str, problems: list[str]) -> Any:
+def _structure_attrs(
+    raw: Any, cls: type, path: str, problems: list[str], components: ComponentRegistry | None = None
+) -> Any:
     where = path or "config"
     if not isinstance(raw, dict):
         problems.append(f"{where}: expected a table, got {raw!r}")
         return _FAIL
     attrs.resolve_types(cls)
     fields = attrs.fields(cls)
+    values: dict[str, Any] = {}
+    if issubclass(cls, ComponentConfig):
+        chosen = _structure_component(raw, cls, path, problems, components)
+        if chosen is _FAIL:
+            return _FAIL
+        raw, values = chosen
+        fields = tuple(f for f in fields if f.name not in COMPONENT_FIELDS)
     known = {f.name for f in fields}
     for key in raw:
         if key not in known:
             problems.append(f"{_join(path, key)}: unknown key (expected one of: {', '.join(sorted(known))})")
-    values: dict[str, Any] = {}
     failed = any(key not in known for key in raw)
     for f in fields:
         if f.name in raw:
-            value = structure(raw[f.name], f.type, _join(path, f.name), problems)
+            value = structure(raw[f.name], f.type, _join(path, f.name), problems, components)
             if value is _FAIL:
                 failed = True
                 continue
@@ -391,6 +461,58 @@ def _structure_attrs(raw: Any, cls: type, path: str, problems: list[str]) -> Any
             problems.append(f"{where}: {exc}")
             return _FAIL
     return obj
+
+
+COMPONENT_FIELDS = ("options", "component")
+"""The fields of a :class:`ComponentConfig` filled in from its component, never read from TOML."""
+
+
+def _structure_component(
+    raw: dict[str, Any], cls: type, path: str, problems: list[str], components: ComponentRegistry | None
+) -> Any:
+    """Resolve the component a table chooses and structure its options: ``(the table's own
+    keys, {"options": ..., "component": ...})``, or ``_FAIL`` with the problems reported."""
+    from vaecore.builtin_components import builtin_registry
+
+    registry = components if components is not None else builtin_registry()
+    key = cls.component_key  # type: ignore[attr-defined]
+    role = cls.component_role  # type: ignore[attr-defined]
+    name = raw.get(key, attrs.fields_dict(cls)[key].default)
+    if not isinstance(name, str):
+        problems.append(f"{_join(path, key)}: expected a string (the {role}'s name), got {name!r}")
+        return _FAIL
+    try:
+        component = registry.get(role, name)
+    except ConfigError as exc:
+        problems.extend(f"{_join(path, key)}: {problem}" for problem in exc.problems)
+        return _FAIL
+    own = {f.name for f in attrs.fields(cast(Any, cls)) if f.name not in COMPONENT_FIELDS}
+    option_names = {f.name for f in attrs.fields(component.options)} if component.options is not None else set()
+    rest = {k: val for k, val in raw.items() if k not in own}
+    if component.origin == BUILTIN and role != "dataset":
+        rest = {k: val for k, val in rest.items() if k in option_names or LEGACY_DEFAULTS.get(k, _FAIL) != val}
+    unknown = [k for k in rest if k not in option_names]
+    for k in unknown:
+        takes = f"takes {', '.join(sorted(option_names))}" if option_names else "takes no options"
+        problems.append(
+            f"{_join(path, k)}: unknown key ({role} {name!r} {takes}; the table's own keys: {', '.join(sorted(own))})"
+        )
+    options = None
+    if component.options is not None:
+        options = structure({k: val for k, val in rest.items() if k in option_names}, component.options, path, problems)
+    if unknown or options is _FAIL:
+        return _FAIL
+    return {k: val for k, val in raw.items() if k in own}, {"options": options, "component": component}
+
+
+def component_registry(entries: Sequence[PluginEntry], registry: PluginRegistry) -> ComponentRegistry:
+    """The built-in components and those of every plugin the stack lists (each plugin once)."""
+    from vaecore.builtin_components import builtin_registry
+
+    components = ComponentRegistry(builtin_registry().all())
+    for name in dict.fromkeys(entry.name for entry in entries):
+        components.add(plugin_components(name, registry.load(name)))
+    return components
 
 
 def structure_plugins(raw: Any, registry: PluginRegistry, problems: list[str]) -> list[PluginEntry]:
@@ -448,8 +570,13 @@ def structure_config(raw: dict[str, Any], registry: PluginRegistry) -> Config:
     """Build a :class:`Config` from a raw dict, raising one ConfigError listing every problem."""
     problems: list[str] = []
     core_raw = {k: val for k, val in raw.items() if k != "plugins"}
-    config = structure(core_raw, Config, "", problems)
     plugins = structure_plugins(raw.get("plugins", []), registry, problems)
+    components = None
+    try:
+        components = component_registry(plugins, registry)
+    except PluginError as exc:
+        problems.append(f"plugins: {exc}")
+    config = structure(core_raw, Config, "", problems, components)
     if problems:
         raise ConfigError(problems)
     config.plugins = plugins

@@ -34,15 +34,17 @@ fitted on ``eval.probe_train_size`` rows of the probe split drawn with ``eval.se
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
+from torchmetrics import Metric
 from tqdm.auto import tqdm
 
-from vaecore.config import EvalConfig
-from vaecore.data import Split
-from vaecore.hooktypes import Batch, StepContext
+from vaecore.config import Config, EvalConfig
+from vaecore.data import Dataset, Split
+from vaecore.hooktypes import Batch, StepContext, set_context
 from vaecore.metrics import (
     ActiveUnits,
     ELBOTerms,
@@ -125,6 +127,157 @@ def _update_in_shuffled_minibatches(
         metric.update(*(c[index] for c in columns))
 
 
+def evaluate_checkpoint(
+    model: VAE,
+    dataset: Dataset,
+    config: Config,
+    source: Path,
+    epoch: int | None,
+    *,
+    nll_samples: int | None = None,
+    shard: Callable[[Split], Split] = lambda split: split,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The record ``eval.json`` holds, for ``train`` and ``vaecore eval`` alike: the split, the
+    checkpoint (its file name, or its path when it is not in a run's ``checkpoints/``) and its
+    epoch, then :func:`evaluate` of ``model`` (loaded from ``source``) on ``eval.split`` with the
+    probes fitted on ``eval.probe_split``. ``shard`` takes each process's part under torchrun."""
+    cfg = config.eval
+    label = source.name if source.parent.name == "checkpoints" else str(source)
+    return {
+        "split": cfg.split,
+        "checkpoint": label,
+        "epoch": epoch,
+        **evaluate(
+            model,
+            shard(dataset.split(cfg.split)),
+            cfg,
+            batch_size=cfg.batch_size or config.train.eval_batch_size,
+            nll_samples=nll_samples,
+            probe_split=shard(dataset.split(cfg.probe_split)),
+            progress=progress,
+        ),
+    }
+
+
+class _Diagnostics:
+    """The core's metrics over one split, fed batch by batch from the evaluation's single pass,
+    and the torchmetrics ``Metric``s plugins return from ``eval_metrics``, fed from the same pass."""
+
+    def __init__(self, model: VAE, cfg: EvalConfig, k: int, probes: bool, metric_device: torch.device):
+        d = model.latent_dim
+        self.model, self.cfg, self.k, self.device = model, cfg, k, metric_device
+        self.elbo = ELBOTerms(d)
+        self.nll = ImportanceSampledNLL()
+        self.mi_batch, self.mi_split = MutualInfoBatch(), MutualInfoSplit(chunk=cfg.mi_chunk)
+        self.au = ActiveUnits(d, threshold=cfg.au_threshold)
+        self.pca = PCAComponents(d, threshold=cfg.pca_threshold)
+        self.diversity = PosteriorDiversity(d)
+        self.reenc = ReencodingError(d)
+        self.hoyer, self.hoyer_g_y = HoyerSparsity(), HoyerSparsity()
+        decay = cfg.probe_weight_decay
+        self.probes = {name: LinearProbeAccuracy(weight_decay=decay) for name in PROBES} if probes else {}
+        self.plugin_metrics: dict[str, Metric] = {}
+        self.gaussian_seen = True
+        self.mi_rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (loc, log_var, y) for mi_batch
+        for metric in self._core():
+            metric.to(metric_device)
+
+    def _core(self) -> list[Metric]:
+        core = [self.elbo, self.nll, self.mi_batch, self.mi_split, self.au, self.pca, self.diversity, self.reenc]
+        return [*core, self.hoyer, self.hoyer_g_y, *self.probes.values()]
+
+    def on(self, t: torch.Tensor) -> torch.Tensor:
+        return t.to(self.device)
+
+    def feed_plugins(self, metrics: dict[str, Metric]) -> None:
+        """Plugin metrics to update with ``(batch, out)`` for every batch of the pass."""
+        for metric in metrics.values():
+            metric.to(self.device)
+        self.plugin_metrics = metrics
+
+    def update(self, batch: Batch, ctx: StepContext) -> None:
+        """Every metric on one batch: one forward pass with one posterior sample, then the
+        importance samples of the NLL, then the plugins' metrics on the same output."""
+        model, cfg, on = self.model, self.cfg, self.on
+        x = batch.x
+        out = model(x, ctx, samples=1)
+        kl_dims = out.kl_per_dim
+        self.elbo.update(on(out.log_px), on(out.kl()), None if kl_dims is None else on(kl_dims))
+        posterior = out.posterior
+        mean = posterior.mean
+        self.au.update(on(mean))
+        self.pca.update(on(mean))
+        y = out.y[0]
+        self.hoyer.update(on(model.latent_map(mean, ctx)))
+        self.hoyer_g_y.update(on(out.z[0]))
+        if cfg.reencoding:
+            x_hat = _decoded_mean(model, out)
+            self.reenc.update(on(y), on(model.encode(x_hat, ctx)[0].mean))
+        g = gaussian_of(posterior)
+        if g is None:
+            self.gaussian_seen = False
+        else:
+            y_g = y if g is posterior else g.rsample(1)[0][0]
+            loc, log_var, y_g = on(g.loc), on(g.log_var), on(y_g)
+            self.mi_rows.append((loc, log_var, y_g))
+            self.mi_split.update(loc, log_var, y_g)
+            self.diversity.update(loc, on(g.var))
+        if self.probes:
+            feats = _probe_features(model, posterior, y, ctx)
+            for name, metric in self.probes.items():
+                feat = feats[name]
+                if feat is not None and batch.y is not None:
+                    metric.update(on(feat), on(batch.y), train=False)
+        if self.k > 0:
+            for s in range(0, x.shape[0], cfg.nll_batch_size):
+                rows = slice(s, s + cfg.nll_batch_size)
+                part = Batch(batch.x[rows], batch.index[rows], None if batch.y is None else batch.y[rows])
+                set_context(ctx, batch=part)
+                self.nll.update(map(on, importance_log_weights(model, x[rows], ctx, self.k, cfg.nll_chunk)))
+            set_context(ctx, batch=batch)
+        for fed in self.plugin_metrics.values():
+            fed.update(batch, out)
+
+    def finish_pass(self) -> None:
+        """What needs the whole split: ``mi_batch`` over shuffled minibatches."""
+        if self.mi_rows:
+            _update_in_shuffled_minibatches(self.mi_batch, self.mi_rows, self.cfg.mi_batch_size, self.cfg.seed)
+
+    def fit_probes(self, fit_on: Split, batch_size: int, ctx: StepContext) -> None:
+        model = self.model
+        for batch in device_batches(model, fit_on, batch_size, ctx):
+            fit_posterior, _ = model.encode(batch.x, ctx)
+            feats = _probe_features(model, fit_posterior, fit_posterior.rsample(1)[0][0], ctx)
+            for name, metric in self.probes.items():
+                feat = feats[name]
+                if feat is not None and batch.y is not None:
+                    metric.update(self.on(feat), self.on(batch.y), train=True)
+
+    def results(self) -> dict[str, Any]:
+        cfg = self.cfg
+        results: dict[str, Any] = {}
+        if self.k > 0:
+            results.update(self.nll.compute())
+        results.update(self.elbo.compute())
+        if self.gaussian_seen:
+            results["mi_batch"] = self.mi_batch.compute()
+            results["mi_split"] = self.mi_split.compute()
+        else:
+            results["mi_batch"] = results["mi_split"] = None
+        results.update(self.au.compute())
+        results.update(
+            self.reenc.compute() if cfg.reencoding else dict.fromkeys(("reencoding_error", "reencoding_error_per_dim"))
+        )
+        results.update(self.diversity.compute() if self.gaussian_seen else {"mpd": None, "cond_entropy": None})
+        results.update(self.pca.compute())
+        results["hoyer"] = self.hoyer.compute()
+        results["hoyer_g_y"] = self.hoyer_g_y.compute()
+        for name, metric in self.probes.items():
+            results[name] = metric.compute() if metric.eval_x else None
+        return {key: _plain(value) for key, value in results.items()}
+
+
 @torch.no_grad()
 def evaluate(
     model: VAE,
@@ -142,120 +295,39 @@ def evaluate(
     and ``nll_samples`` override ``config.batch_size`` (default 500) and ``config.nll_samples``.
     The linear probes are fitted on ``probe_split`` (``config.probe_train_size`` rows of it drawn
     with ``config.seed``, stratified by label) and reported when both splits have labels and
-    ``config.probes`` is on.
+    ``config.probes`` is on. A plugin's ``eval_metrics`` is called first; the torchmetrics
+    ``Metric``s it returns are updated with ``(batch, out)`` in the same pass as the core's
+    metrics and reported by their ``compute()``.
     """
     cfg = config or EvalConfig()
     k = cfg.nll_samples if nll_samples is None else nll_samples
-    mi_bs = cfg.mi_batch_size
     bs = batch_size or cfg.batch_size or 500
     device = model_device(model)
     # metric states are float64: on the model's device, except MPS (no float64) where they stay on the CPU
     metric_device = device if device.type in ("cpu", "cuda") else torch.device("cpu")
-
-    def on(t: torch.Tensor) -> torch.Tensor:
-        return t.to(metric_device)
-
-    d = model.latent_dim
-
-    elbo = ELBOTerms(d)
-    nll = ImportanceSampledNLL()
-    mi_batch, mi_split = MutualInfoBatch(), MutualInfoSplit(chunk=cfg.mi_chunk)
-    au = ActiveUnits(d, threshold=cfg.au_threshold)
-    pca = PCAComponents(d, threshold=cfg.pca_threshold)
-    diversity = PosteriorDiversity(d)
-    reenc = ReencodingError(d)
-    hoyer, hoyer_g_y = HoyerSparsity(), HoyerSparsity()
     do_probes = cfg.probes and split.y is not None and probe_split is not None and probe_split.y is not None
-    probes = {name: LinearProbeAccuracy(weight_decay=cfg.probe_weight_decay) for name in PROBES} if do_probes else {}
-    gaussian_seen = True
-    mi_rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (loc, log_var, y) for mi_batch
-    for metric in (elbo, nll, mi_batch, mi_split, au, pca, diversity, reenc, hoyer, hoyer_g_y, *probes.values()):
-        metric.to(metric_device)
-
+    diagnostics = _Diagnostics(model, cfg, k, do_probes, metric_device)
     rng_devices = [device] if device.type == "cuda" else []  # CPU always; CUDA when used
     was_training = model.training
     model.eval()
-    ctx = model.context(training=False)
     try:
         with torch.random.fork_rng(devices=rng_devices):
-            torch.manual_seed(cfg.seed)
-            batches = tqdm(
-                device_batches(model, split, bs, ctx),
-                total=split.num_batches(bs),
-                desc="eval",
-                leave=False,
-                disable=not progress,
-            )
-            for batch in batches:
-                x = batch.x
-                out = model(x, ctx, samples=1)
-                kl_dims = out.kl_per_dim
-                elbo.update(on(out.log_px), on(out.kl()), None if kl_dims is None else on(kl_dims))
-                posterior = out.posterior
-                mean = posterior.mean
-                au.update(on(mean))
-                pca.update(on(mean))
-                y = out.y[0]
-                hoyer.update(on(model.latent_map(mean, ctx)))
-                hoyer_g_y.update(on(out.z[0]))
-                if cfg.reencoding:
-                    x_hat = _decoded_mean(model, out)
-                    reenc.update(on(y), on(model.encode(x_hat, ctx)[0].mean))
-                g = gaussian_of(posterior)
-                if g is None:
-                    gaussian_seen = False
-                else:
-                    y_g = y if g is posterior else g.rsample(1)[0][0]
-                    loc, log_var, y_g = on(g.loc), on(g.log_var), on(y_g)
-                    mi_rows.append((loc, log_var, y_g))
-                    mi_split.update(loc, log_var, y_g)
-                    diversity.update(loc, on(g.var))
-                if probes:
-                    feats = _probe_features(model, posterior, y, ctx)
-                    for name, metric in probes.items():
-                        feat = feats[name]
-                        if feat is not None and batch.y is not None:
-                            metric.update(on(feat), on(batch.y), train=False)
-                if k > 0:
-                    for s in range(0, x.shape[0], cfg.nll_batch_size):
-                        rows = slice(s, s + cfg.nll_batch_size)
-                        ctx.batch = Batch(batch.x[rows], batch.index[rows], None if batch.y is None else batch.y[rows])
-                        nll.update(map(on, importance_log_weights(model, x[rows], ctx, k, cfg.nll_chunk)))
-            if mi_rows:
-                _update_in_shuffled_minibatches(mi_batch, mi_rows, mi_bs, cfg.seed)
-            if probes:
-                assert probe_split is not None
-                fit_on = probe_split.sample(cfg.probe_train_size, cfg.seed)
-                for batch in device_batches(model, fit_on, bs, ctx):
-                    fit_posterior, _ = model.encode(batch.x, ctx)
-                    feats = _probe_features(model, fit_posterior, fit_posterior.rsample(1)[0][0], ctx)
-                    for name, metric in probes.items():
-                        feat = feats[name]
-                        if feat is not None and batch.y is not None:
-                            metric.update(on(feat), on(batch.y), train=True)
-        results: dict[str, Any] = {}
-        if k > 0:
-            results.update(nll.compute())
-        results.update(elbo.compute())
-        if gaussian_seen:
-            results["mi_batch"] = mi_batch.compute()
-            results["mi_split"] = mi_split.compute()
-        else:
-            results["mi_batch"] = results["mi_split"] = None
-        results.update(au.compute())
-        results.update(
-            reenc.compute() if cfg.reencoding else dict.fromkeys(("reencoding_error", "reencoding_error_per_dim"))
-        )
-        results.update(diversity.compute() if gaussian_seen else {"mpd": None, "cond_entropy": None})
-        results.update(pca.compute())
-        results["hoyer"] = hoyer.compute()
-        results["hoyer_g_y"] = hoyer_g_y.compute()
-        for name, metric in probes.items():
-            results[name] = metric.compute() if metric.eval_x else None
-        results = {key: _plain(value) for key, value in results.items()}
-        with torch.random.fork_rng(devices=rng_devices):
             torch.manual_seed(cfg.seed + 1)
-            results.update(model.stack.eval_metrics(model, split, model.context(training=False)))
+            from_plugins = model.stack.eval_metrics(model, split, model.context(training=False))
+        diagnostics.feed_plugins({name: v for name, v in from_plugins.items() if isinstance(v, Metric)})
+        ctx = model.context(training=False)
+        with torch.random.fork_rng(devices=rng_devices):
+            torch.manual_seed(cfg.seed)
+            batches = device_batches(model, split, bs, ctx)
+            for batch in tqdm(batches, total=split.num_batches(bs), desc="eval", leave=False, disable=not progress):
+                diagnostics.update(batch, ctx)
+            diagnostics.finish_pass()
+            if do_probes:
+                assert probe_split is not None
+                diagnostics.fit_probes(probe_split.sample(cfg.probe_train_size, cfg.seed), bs, ctx)
+        results = diagnostics.results()
+        for name, value in from_plugins.items():
+            results[name] = _plain(value.compute()) if isinstance(value, Metric) else value
+        return results
     finally:
         model.train(was_training)
-    return results

@@ -18,6 +18,9 @@ How the core calls each kind of hook (pluggy itself only broadcasts; the core do
   in config order and its named values are namespaced by the plugin's id (``ne.reencode``).
 * **Lifecycle** (``setup``, ``on_step_end``): called in config order for their effect on the
   plugin itself; they never mutate the trainer.
+* **Registration** (``components``): called on the plugin *class* when a config that lists the
+  plugin is read, before any instance exists (so it is a ``@staticmethod`` or ``@classmethod``);
+  what it returns can be named in that config.
 
 Implementations may accept any subset of a hook's arguments, by name. Arguments with default
 values are refused (pluggy would never pass them).
@@ -32,6 +35,7 @@ import pluggy
 if TYPE_CHECKING:
     import torch
 
+    from vaecore.components import Component
     from vaecore.data import Split
     from vaecore.distributions import Posterior, Prior
     from vaecore.hooktypes import Batch, Bound, EpochResult, ModelInfo, StepContext, Term
@@ -47,8 +51,9 @@ version it was written for and loads on any core from :data:`MIN_HOOK_API_VERSIO
 one. A change that would break a plugin of some version raises the minimum instead. Versions:
 
 1. the hooks of the first release;
-2. adds ``kl_weight`` (KL schedules that stack with any bound) and ``ModelInfo.batch_size``,
-   ``epochs`` and ``steps_per_epoch``.
+2. adds ``kl_weight`` (KL schedules that stack with any bound), ``ModelInfo.batch_size``,
+   ``epochs`` and ``steps_per_epoch``, and ``components`` (encoders, decoders, likelihoods and
+   datasets registered by name).
 """
 MIN_HOOK_API_VERSION = 1
 """The oldest plugin API this core still loads; a plugin declaring an older one is refused."""
@@ -56,10 +61,33 @@ MIN_HOOK_API_VERSION = 1
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-FOLDED_HOOKS = ("pre_encode", "post_posterior", "latent_map", "kl_weight")
-CLAIMED_HOOKS = ("bound", "forward_samples", "prior", "train_step")
-COLLECTED_HOOKS = ("extra_loss", "on_epoch_end", "eval_metrics")
-LIFECYCLE_HOOKS = ("setup", "on_step_end")
+HOOK_KINDS: dict[str, str] = {
+    "setup": "lifecycle",
+    "pre_encode": "folded",
+    "post_posterior": "folded",
+    "latent_map": "folded",
+    "kl_weight": "folded",
+    "forward_samples": "claimed",
+    "bound": "claimed",
+    "prior": "claimed",
+    "train_step": "claimed",
+    "extra_loss": "collected",
+    "on_step_end": "lifecycle",
+    "on_epoch_end": "collected",
+    "eval_metrics": "collected",
+    "components": "registration",
+}
+"""Each hook's kind (how the core calls it, see above): the one table that the plugin manager,
+the registration checks and the generated docs read."""
+
+
+def hooks_of(kind: str) -> tuple[str, ...]:
+    """The hooks of one kind, in the order of :data:`HOOK_KINDS`."""
+    return tuple(hook for hook, k in HOOK_KINDS.items() if k == kind)
+
+
+FOLDED_HOOKS = hooks_of("folded")
+CLAIMED_HOOKS = hooks_of("claimed")
 
 
 @hookspec
@@ -236,18 +264,62 @@ def on_epoch_end(epoch: int, metrics: dict[str, float], ctx: StepContext) -> Epo
 def eval_metrics(model: VAE, split: Split, ctx: StepContext) -> dict[str, Any] | None:
     """Contribute metrics to the final evaluation (``eval.json``), namespaced by plugin id.
 
-    Read the split through :func:`vaecore.device_batches` (batches on the model's device, with
-    ``ctx.batch`` set) or :func:`vaecore.encode_split` (each batch with its posterior, in eval
-    mode), never ``split.batches`` directly: the model may live on a GPU. The conformance suite
-    checks this.
+    Called once, before the core's pass over the split. A value may be a torchmetrics
+    ``Metric``: the core moves it to the metrics' device, calls ``metric.update(batch, out)``
+    for every batch of its own single pass (``batch`` a :class:`~vaecore.hooktypes.Batch` on the
+    model's device, ``out`` the :class:`~vaecore.model.ForwardOutput` of that batch with one
+    posterior sample, in eval mode, after the core's importance samples) and reports
+    ``metric.compute()``. That is the cheapest way: no second pass, and the metric syncs across
+    processes under torchrun like the core's. ``update`` should not draw random numbers.
+
+    Other values are reported as they are. A plugin that needs its own pass reads the split
+    through :func:`vaecore.device_batches` (batches on the model's device, with ``ctx.batch``
+    set) or :func:`vaecore.encode_split` (each batch with its posterior, in eval mode), never
+    ``split.batches`` directly: the model may live on a GPU. The conformance suite checks this.
 
     :param split: the evaluated split (tensors ``x``, ``y``, ``index``, on the CPU).
-    :return: a dict of JSON-serialisable values (floats, lists), or None.
+    :return: a dict of ``Metric``s and JSON-serialisable values (floats, lists), or None.
 
     Example::
 
+        class MeanNorm(torchmetrics.Metric):
+            def __init__(self):
+                super().__init__()
+                self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+                self.add_state("n", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+            def update(self, batch, out):
+                self.total += out.posterior.mean.norm(dim=-1).sum().double()
+                self.n += out.x.shape[0]
+
+            def compute(self):
+                return self.total / self.n
+
         @vaecore.hookimpl
         def eval_metrics(self, model, split, ctx):
-            means = [q.mean for _, q in vaecore.encode_split(model, split, 500, ctx)]
-            return {"mean_norm": float(torch.cat(means).norm(dim=-1).mean())}
+            return {"mean_norm": MeanNorm()}
+    """
+
+
+@hookspec
+def components() -> list[Component] | None:
+    """Register encoders, decoders, likelihoods and datasets by name (registration).
+
+    Called on the plugin class (so implement it as a ``@staticmethod`` or ``@classmethod``, see
+    the example) when a config listing the plugin is read. Each returned
+    :class:`~vaecore.Component` can then be named in that config: ``[model.encoder] kind = "lstm"``,
+    ``data.name = "kjv"``; the keys beside ``kind`` are structured into the component's
+    ``Options`` class and reported like plugin options. A name already registered (built in or by
+    another listed plugin) is refused. :mod:`vaecore.components` says what each role's factory is
+    called with and must return.
+
+    Example::
+
+        class TextPlugin:
+            api_version = 2
+
+            @staticmethod
+            @vaecore.hookimpl
+            def components():
+                return [vaecore.Component("encoder", "lstm", LSTMEncoder)]
     """

@@ -43,15 +43,46 @@ class ModelInfo:
     schedule in steps (0 outside a training config)."""
 
 
-@attrs.define(slots=True)
-class StepContext:
-    """The state of the run at the current hook call.
+class Extras:
+    """Scratch space that one forward pass gives each plugin: what a plugin's ``pre_encode``,
+    ``post_posterior`` or ``latent_map`` stores in ``ctx.extras.of(self)`` during
+    ``model.forward`` is in ``out.extras.of(self)`` for its ``extra_loss`` and ``bound`` on that
+    output, and nowhere else (the next forward pass starts empty; calls outside a forward pass,
+    such as prior sampling or another plugin's re-encoding, write to the context's own space)."""
 
-    ``training`` is False during validation and evaluation. ``kl_weight`` is the KL weight of the
-    current iteration (``train.beta`` times the warm-up factor); ``warmup`` is the warm-up factor
-    alone, in [0, 1], reaching 1 when warm-up ends. ``batch`` is the minibatch being processed (None outside
-    a step, for example during prior sampling). ``model`` gives plugins the encoder and decoder
-    (``model.encode``, ``model.decode``) without reaching into the trainer.
+    __slots__ = ("_by_plugin",)
+
+    def __init__(self) -> None:
+        self._by_plugin: dict[int, dict[str, Any]] = {}
+
+    def of(self, plugin: object) -> dict[str, Any]:
+        """The dict of ``plugin`` (pass ``self``), created empty on first use."""
+        return self._by_plugin.setdefault(id(plugin), {})
+
+
+@attrs.frozen(slots=True)
+class StepContext:
+    """The state of the run at the current hook call, read-only to plugins.
+
+    Fields, as the trainer sets them:
+
+    * ``model``: the VAE (``model.encode``, ``model.decode``, ``model.prior``), without reaching
+      into the trainer.
+    * ``training``: True in training steps (and in ``on_step_end``); False in validation, in the
+      final evaluation and in analysis; ``on_epoch_end`` sees the validation context (False).
+    * ``epoch``: 1-based epoch being trained or validated (0 before the first epoch, and in a
+      context made by ``model.context()`` outside the trainer).
+    * ``step``: optimiser steps taken so far in the run (0-based index of the current step in
+      training; unchanged by validation; resumed exactly).
+    * ``kl_weight``: in training, the step's KL weight after every ``kl_weight`` hook (``train.beta``
+      times the warm-up factor without one); 1 in validation and evaluation.
+    * ``warmup``: the warm-up factor alone, in [0, 1] (1 when warm-up ends and outside training).
+    * ``batch``: the minibatch being processed, on the model's device (None outside a step, e.g.
+      in prior sampling and in ``on_epoch_end``).
+    * ``extras``: the current forward pass's :class:`Extras` (see there).
+
+    Assigning a field raises: a plugin keeps its own state on itself, and per forward pass in
+    ``ctx.extras``. The core updates a context with :func:`set_context`.
     """
 
     model: VAE
@@ -61,6 +92,24 @@ class StepContext:
     kl_weight: float = 1.0
     warmup: float = 1.0
     batch: Batch | None = None
+    extras: Extras = attrs.field(factory=Extras, eq=False)
+
+
+def _read_only(self: StepContext, name: str, value: Any) -> None:
+    raise AttributeError(
+        f"StepContext.{name} is read-only to plugins: the core sets the step's state; keep your own state "
+        "on the plugin, or per forward pass in ctx.extras.of(self)"
+    )
+
+
+StepContext.__setattr__ = _read_only  # type: ignore[assignment,method-assign]
+_write = object.__setattr__
+
+
+def set_context(ctx: StepContext, **fields: Any) -> None:
+    """Update ``ctx`` in place: for the core only (the trainer, the evaluation loops)."""
+    for name, value in fields.items():
+        _write(ctx, name, value)
 
 
 @attrs.frozen

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import math
 
+import attrs
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaecore.config import LikelihoodConfig
+from vaecore import validators as v
 
 
 class Likelihood(nn.Module):
     """The decoder outputs one parameter tensor of the input's shape; ``log_prob`` sums over pixels."""
 
     name = "base"
+
+    def param_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of the decoder output for one example: the input's own shape here (one
+        parameter per input dimension); a likelihood with several parameters per dimension
+        (a categorical over a vocabulary) returns its own."""
+        return tuple(input_shape)
 
     def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """log p(x|z), summed over the input dimensions: ``params`` ``(K, B, *shape)`` -> ``(K, B)``."""
@@ -51,6 +58,9 @@ class Bernoulli(Likelihood):
 
     name = "bernoulli"
 
+    def __init__(self, input_shape: tuple[int, ...]):
+        super().__init__()
+
     def log_prob_pixels(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         return -F.binary_cross_entropy_with_logits(params, x.expand_as(params), reduction="none")
 
@@ -69,13 +79,25 @@ class Bernoulli(Likelihood):
         return None
 
 
+@attrs.define(kw_only=True)
+class ScaleOptions:
+    """``gaussian`` and ``laplace``: the scale of each pixel's distribution."""
+
+    scale: float = attrs.field(default=1.0, validator=v.gt(0, finite=True))
+    """the fixed (or initial) std of ``gaussian`` or scale of ``laplace``"""
+    learn_scale: bool = False
+    """learn the scale (one per pixel) instead of fixing it"""
+
+
 class _LocationScale(Likelihood):
     """Shared scale handling for Gaussian and Laplace: a fixed scale or a learned one per pixel."""
 
-    def __init__(self, cfg: LikelihoodConfig, shape: tuple[int, ...]):
+    Options = ScaleOptions
+
+    def __init__(self, options: ScaleOptions, input_shape: tuple[int, ...]):
         super().__init__()
-        log_scale = torch.full(shape, math.log(cfg.scale))
-        if cfg.learn_scale:
+        log_scale = torch.full(input_shape, math.log(options.scale))
+        if options.learn_scale:
             self.log_scale = nn.Parameter(log_scale)
         else:
             self.register_buffer("log_scale", log_scale)
@@ -85,6 +107,8 @@ class _LocationScale(Likelihood):
 
 
 class Gaussian(_LocationScale):
+    """Gaussian on each pixel with the decoder's output as mean."""
+
     name = "gaussian"
 
     def log_prob_pixels(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
@@ -96,6 +120,8 @@ class Gaussian(_LocationScale):
 
 
 class Laplace(_LocationScale):
+    """Laplace on each pixel with the decoder's output as location."""
+
     name = "laplace"
 
     def log_prob_pixels(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
@@ -104,11 +130,3 @@ class Laplace(_LocationScale):
 
     def sample(self, params: torch.Tensor) -> torch.Tensor:
         return torch.distributions.Laplace(params, self.log_scale.exp().expand_as(params)).sample()
-
-
-def build_likelihood(cfg: LikelihoodConfig, input_shape: tuple[int, ...]) -> Likelihood:
-    if cfg.kind == "bernoulli":
-        return Bernoulli()
-    if cfg.kind == "gaussian":
-        return Gaussian(cfg, input_shape)
-    return Laplace(cfg, input_shape)

@@ -12,9 +12,7 @@ from torch import nn
 
 from vaecore.config import ModelConfig, TrainConfig
 from vaecore.distributions import DiagonalGaussian, Posterior, Prior, StandardNormal
-from vaecore.hooktypes import ModelInfo, StepContext
-from vaecore.likelihoods import build_likelihood
-from vaecore.networks import build_decoder, build_encoder
+from vaecore.hooktypes import Extras, ModelInfo, StepContext, set_context
 from vaecore.plugin_manager import PluginStack
 
 
@@ -26,7 +24,8 @@ class ForwardOutput:
     posterior samples, ``z`` ``(K, B, Dz)`` their images under ``latent_map``, ``params`` the
     decoder's output ``(K, B, *input_shape)``. ``log_px``, ``log_py`` and ``log_qy`` are
     ``(K, B)``. ``kl_per_dim`` ``(B, D)`` is the analytic KL(q(y|x) || p(y)) when the posterior is
-    Gaussian and the prior standard normal, else None.
+    Gaussian and the prior standard normal, else None. ``extras`` holds what each plugin's hooks
+    stored in ``ctx.extras.of(plugin)`` during this pass (:class:`~vaecore.hooktypes.Extras`).
     """
 
     x: torch.Tensor
@@ -39,6 +38,7 @@ class ForwardOutput:
     log_py: torch.Tensor
     log_qy: torch.Tensor
     kl_per_dim: torch.Tensor | None
+    extras: Extras = attrs.field(factory=Extras)
 
     @property
     def log_w(self) -> torch.Tensor:
@@ -71,9 +71,11 @@ class VAE(nn.Module):
         self.config = config
         self.input_shape = tuple(input_shape)
         self.latent_dim = config.latent_dim
-        self.encoder = build_encoder(config.encoder, self.input_shape, config.latent_dim)
-        self.likelihood = build_likelihood(config.likelihood, self.input_shape)
-        self.decoder = build_decoder(config.decoder, config.latent_dim, self.input_shape)
+        self.encoder = config.encoder.build(input_shape=self.input_shape, latent_dim=config.latent_dim)
+        self.likelihood = config.likelihood.build(input_shape=self.input_shape)
+        self.decoder = config.decoder.build(
+            latent_dim=config.latent_dim, param_shape=self.likelihood.param_shape(self.input_shape)
+        )
         self.stack = stack
         self.info = ModelInfo(
             latent_dim=config.latent_dim,
@@ -181,11 +183,18 @@ class VAE(nn.Module):
         return x.view(*lead, *x.shape[1:]), params.view(*lead, *params.shape[1:])
 
     def forward(self, x: torch.Tensor, ctx: StepContext, samples: int = 1) -> ForwardOutput:
-        posterior, features = self.encode(x, ctx)
-        y, log_qy = posterior.rsample(samples)
-        z = self.latent_map(y, ctx)
-        params = self.decode(z, x)
-        kl = posterior.kl_per_dim() if self.standard_prior else None
+        """One pass over a batch with ``samples`` posterior samples per example; the hooks of the
+        pass share a fresh ``ctx.extras``, which the output carries."""
+        outer, extras = ctx.extras, Extras()
+        set_context(ctx, extras=extras)
+        try:
+            posterior, features = self.encode(x, ctx)
+            y, log_qy = posterior.rsample(samples)
+            z = self.latent_map(y, ctx)
+            params = self.decode(z, x)
+        finally:
+            set_context(ctx, extras=outer)
+        kl = self.analytic_kl(posterior)
         return ForwardOutput(
             x=x,
             posterior=posterior,
@@ -197,7 +206,21 @@ class VAE(nn.Module):
             log_py=self.prior.log_prob(y),
             log_qy=log_qy,
             kl_per_dim=kl,
+            extras=extras,
         )
+
+    def analytic_kl(self, posterior: Posterior) -> torch.Tensor | None:
+        """KL(q(y|x) || p(y)) per dimension ``(B, D)`` when it is analytic (a standard normal prior
+        and a posterior that provides it), else None: the one place the core chooses between the
+        analytic KL and a Monte Carlo estimate (:meth:`kl_of`, :meth:`ForwardOutput.kl`)."""
+        return posterior.kl_per_dim() if self.standard_prior else None
+
+    def kl_of(self, posterior: Posterior, y: torch.Tensor, log_qy: torch.Tensor) -> torch.Tensor:
+        """KL per example ``(B,)``: analytic when :meth:`analytic_kl` gives it, else the Monte Carlo
+        mean over the samples ``y`` ``(K, B, D)`` drawn from ``posterior`` with log-densities
+        ``log_qy`` ``(K, B)``."""
+        dims = self.analytic_kl(posterior)
+        return dims.sum(-1) if dims is not None else (log_qy - self.prior.log_prob(y)).mean(0)
 
     def represent(self, x: torch.Tensor, ctx: StepContext | None = None) -> torch.Tensor:
         """The representation g(mean of q(y|x)) of a batch."""

@@ -33,11 +33,12 @@ import itertools
 import math
 from typing import Any, cast
 
+import attrs
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaecore.config import NetworkConfig
+from vaecore import validators as v
 from vaecore.errors import ConfigError
 from vaecore.likelihoods import Likelihood
 
@@ -55,6 +56,57 @@ CONV_CHANNELS = [32, 64, 128]
 RESNET_CHANNELS = [32, 32, 32]
 RESNET_FEATURES = 256
 PIXELCNN_KERNELS = [7, 5, 5, 3, 3]
+
+
+# options: the keys each kind takes in [model.encoder] / [model.decoder] ----------------------
+
+
+@attrs.define(kw_only=True)
+class MLPOptions:
+    """``mlp``: fully connected layers."""
+
+    hidden: list[int] = attrs.field(factory=lambda: [500, 500], validator=v.each(v.gt(0)))
+    """hidden layer sizes"""
+    activation: str = attrs.field(default="tanh", validator=v.one_of(ACTIVATIONS))
+    """the nonlinearity after each hidden layer"""
+
+
+@attrs.define(kw_only=True)
+class ConvOptions:
+    """``conv``: InteL's MNIST networks."""
+
+    channels: list[int] | None = attrs.field(default=None, validator=[v.each(v.gt(0)), v.nonempty()])
+    """filters per stride-2 layer (default [32, 64, 128])"""
+    batch_norm: bool = True
+    """batch normalisation after each convolution"""
+    features: int | None = attrs.field(default=None, validator=v.gt(0))
+    """encoder only: a dense layer of this many units after the convolutions (default: none)"""
+
+
+@attrs.define(kw_only=True)
+class ResNetOptions:
+    """``resnet`` (encoder): He et al.'s (2019) residual network."""
+
+    channels: list[int] | None = attrs.field(default=None, validator=[v.each(v.gt(0)), v.nonempty()])
+    """channels per stride-2 residual block (default [32, 32, 32]; He et al.: 64)"""
+    batch_norm: bool = True
+    """batch normalisation in every block"""
+    features: int | None = attrs.field(default=None, validator=v.gt(0))
+    """units of the convolution over the remaining map (default 256; He et al.: 512)"""
+
+
+@attrs.define(kw_only=True)
+class PixelCNNOptions:
+    """``pixelcnn`` (decoder): He et al.'s (2019) PixelCNN conditioned on z."""
+
+    kernel_sizes: list[int] | None = attrs.field(
+        default=None, validator=[v.each(v.gt(0)), v.each(v.odd()), v.nonempty()]
+    )
+    """kernel size of each masked layer (default [7, 5, 5, 3, 3])"""
+    width: int = attrs.field(default=32, validator=v.gt(0))
+    """hidden channels"""
+    z_channels: int = attrs.field(default=4, validator=v.gt(0))
+    """feature maps projected from z and concatenated to the image"""
 
 
 def mlp(sizes: list[int], activation: str, last_activation: bool) -> nn.Sequential:
@@ -95,11 +147,13 @@ def _norm(channels: int, on: bool) -> nn.Module:
 class Encoder(nn.Module):
     """x -> features h (last hidden layer) -> (mean, log-variance) of q(y|x)."""
 
-    def __init__(self, cfg: NetworkConfig, input_shape: tuple[int, ...], latent_dim: int):
+    Options = MLPOptions
+
+    def __init__(self, options: MLPOptions, input_shape: tuple[int, ...], latent_dim: int):
         super().__init__()
         n_in = math.prod(input_shape)
-        self.body = nn.Sequential(nn.Flatten(), mlp([n_in, *cfg.hidden], cfg.activation, last_activation=True))
-        self.feature_dim = cfg.hidden[-1] if cfg.hidden else n_in
+        self.body = nn.Sequential(nn.Flatten(), mlp([n_in, *options.hidden], options.activation, last_activation=True))
+        self.feature_dim = options.hidden[-1] if options.hidden else n_in
         self.head = nn.Linear(self.feature_dim, 2 * latent_dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -132,20 +186,26 @@ class _ImageEncoder(nn.Module):
 class ConvEncoder(_ImageEncoder):
     """InteL's MNIST encoder: conv 4x4 stride 2 per entry of ``channels``, batch norm, LeakyReLU."""
 
-    def __init__(self, cfg: NetworkConfig, input_shape: tuple[int, ...], latent_dim: int):
+    Options = ConvOptions
+
+    def __init__(self, options: ConvOptions, input_shape: tuple[int, ...], latent_dim: int):
         super().__init__()
         self.image = image_shape(input_shape, "conv")
-        channels = cfg.channels or CONV_CHANNELS
+        channels = options.channels or CONV_CHANNELS
         layers: list[nn.Module] = []
         n_in = self.image[0]
         for n_out in channels:
-            layers += [nn.Conv2d(n_in, n_out, 4, stride=2, padding=1), _norm(n_out, cfg.batch_norm), nn.LeakyReLU(0.2)]
+            layers += [
+                nn.Conv2d(n_in, n_out, 4, stride=2, padding=1),
+                _norm(n_out, options.batch_norm),
+                nn.LeakyReLU(0.2),
+            ]
             n_in = n_out
         layers.append(nn.Flatten())
-        if cfg.features:
+        if options.features:
             with torch.no_grad():
                 flat = int(nn.Sequential(*layers).eval()(torch.zeros(1, *self.image)).numel())
-            layers += [nn.Linear(flat, cfg.features), nn.LeakyReLU(0.2)]
+            layers += [nn.Linear(flat, options.features), nn.LeakyReLU(0.2)]
         self.body = nn.Sequential(*layers)
         self._finish(self.image, latent_dim)
 
@@ -176,24 +236,26 @@ class ResNetEncoder(_ImageEncoder):
     """He et al.'s ResNet encoder: stride-2 residual blocks, then a convolution over the whole
     remaining map to ``features`` units (batch norm, ELU)."""
 
-    def __init__(self, cfg: NetworkConfig, input_shape: tuple[int, ...], latent_dim: int):
+    Options = ResNetOptions
+
+    def __init__(self, options: ResNetOptions, input_shape: tuple[int, ...], latent_dim: int):
         super().__init__()
         self.image = image_shape(input_shape, "resnet")
-        channels = cfg.channels or RESNET_CHANNELS
+        channels = options.channels or RESNET_CHANNELS
         blocks: list[nn.Module] = []
         n_in = self.image[0]
         for n_out in channels:
-            blocks.append(ResBlock(n_in, n_out, 2, cfg.batch_norm))
+            blocks.append(ResBlock(n_in, n_out, 2, options.batch_norm))
             n_in = n_out
         trunk = nn.Sequential(*blocks)
         with torch.no_grad():
             _, h, w = trunk.eval()(torch.zeros(1, *self.image)).shape[1:]
         trunk.train()
-        features = cfg.features or RESNET_FEATURES
+        features = options.features or RESNET_FEATURES
         self.body = nn.Sequential(
             trunk,
-            nn.Conv2d(n_in, features, (h, w), bias=not cfg.batch_norm),
-            _norm(features, cfg.batch_norm),
+            nn.Conv2d(n_in, features, (h, w), bias=not options.batch_norm),
+            _norm(features, options.batch_norm),
             nn.ELU(),
         )
         self._finish(self.image, latent_dim)
@@ -206,11 +268,12 @@ class Decoder(nn.Module):
     """z -> the likelihood's parameters, shaped ``(N, *param_shape)``."""
 
     autoregressive = False
+    Options = MLPOptions
 
-    def __init__(self, cfg: NetworkConfig, latent_dim: int, param_shape: tuple[int, ...]):
+    def __init__(self, options: MLPOptions, latent_dim: int, param_shape: tuple[int, ...]):
         super().__init__()
         self.param_shape = param_shape
-        self.net = mlp([latent_dim, *cfg.hidden, math.prod(param_shape)], cfg.activation, last_activation=False)
+        self.net = mlp([latent_dim, *options.hidden, math.prod(param_shape)], options.activation, last_activation=False)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).view(z.shape[0], *self.param_shape)
@@ -221,12 +284,13 @@ class ConvDecoder(nn.Module):
     transposed convolutions 4x4 stride 2 with batch norm and ReLU, and a 3x3 output convolution."""
 
     autoregressive = False
+    Options = ConvOptions
 
-    def __init__(self, cfg: NetworkConfig, latent_dim: int, param_shape: tuple[int, ...]):
+    def __init__(self, options: ConvOptions, latent_dim: int, param_shape: tuple[int, ...]):
         super().__init__()
         self.param_shape = param_shape
         c, h, w = image_shape(param_shape, "conv")
-        channels = list(reversed(cfg.channels or CONV_CHANNELS))
+        channels = list(reversed(options.channels or CONV_CHANNELS))
         factor = 2 ** (len(channels) - 1)
         if h % factor or w % factor:
             raise ConfigError(
@@ -235,10 +299,14 @@ class ConvDecoder(nn.Module):
             )
         self.start = (channels[0], h // factor, w // factor)
         self.dense = nn.Sequential(nn.Linear(latent_dim, math.prod(self.start)))
-        self.dense_norm = nn.Sequential(_norm(channels[0], cfg.batch_norm), nn.ReLU())
+        self.dense_norm = nn.Sequential(_norm(channels[0], options.batch_norm), nn.ReLU())
         layers: list[nn.Module] = []
         for n_in, n_out in itertools.pairwise(channels):
-            layers += [nn.ConvTranspose2d(n_in, n_out, 4, stride=2, padding=1), _norm(n_out, cfg.batch_norm), nn.ReLU()]
+            layers += [
+                nn.ConvTranspose2d(n_in, n_out, 4, stride=2, padding=1),
+                _norm(n_out, options.batch_norm),
+                nn.ReLU(),
+            ]
         layers.append(nn.Conv2d(channels[-1], c, 3, padding=1))
         self.convs = nn.Sequential(*layers)
 
@@ -297,8 +365,9 @@ class PixelCNNDecoder(nn.Module):
     """
 
     autoregressive = True
+    Options = PixelCNNOptions
 
-    def __init__(self, cfg: NetworkConfig, latent_dim: int, param_shape: tuple[int, ...]):
+    def __init__(self, options: PixelCNNOptions, latent_dim: int, param_shape: tuple[int, ...]):
         super().__init__()
         self.param_shape = param_shape
         self.image = image_shape(param_shape, "pixelcnn")
@@ -307,12 +376,14 @@ class PixelCNNDecoder(nn.Module):
             raise ConfigError(
                 f"model.decoder: the pixelcnn decoder models one-channel images; the data has {c} channels"
             )
-        kernels = cfg.kernel_sizes or PIXELCNN_KERNELS
-        self.z_channels = cfg.z_channels
-        self.z_proj = nn.Linear(latent_dim, cfg.z_channels * h * w)
-        self.input = MaskedConv2d(c + cfg.z_channels, cfg.width, kernels[0], "A", masked_in=c)
-        self.blocks = nn.Sequential(*(PixelBlock(cfg.width, k) for k in kernels[1:]))
-        self.output = nn.Sequential(nn.ELU(), nn.Conv2d(cfg.width, cfg.width, 1), nn.ELU(), nn.Conv2d(cfg.width, c, 1))
+        kernels = options.kernel_sizes or PIXELCNN_KERNELS
+        self.z_channels = options.z_channels
+        self.z_proj = nn.Linear(latent_dim, options.z_channels * h * w)
+        self.input = MaskedConv2d(c + options.z_channels, options.width, kernels[0], "A", masked_in=c)
+        self.blocks = nn.Sequential(*(PixelBlock(options.width, k) for k in kernels[1:]))
+        self.output = nn.Sequential(
+            nn.ELU(), nn.Conv2d(options.width, options.width, 1), nn.ELU(), nn.Conv2d(options.width, c, 1)
+        )
 
     def reach(self) -> tuple[int, int]:
         """``(ahead, reach)``: the output at (i, j) depends on the pixels of rows i - reach .. i and
@@ -364,17 +435,3 @@ class PixelCNNDecoder(nn.Module):
 
 EncoderNet = Encoder | ConvEncoder | ResNetEncoder
 DecoderNet = Decoder | ConvDecoder | PixelCNNDecoder
-ENCODERS: dict[str, type[EncoderNet]] = {"mlp": Encoder, "conv": ConvEncoder, "resnet": ResNetEncoder}
-DECODERS: dict[str, type[DecoderNet]] = {"mlp": Decoder, "conv": ConvDecoder, "pixelcnn": PixelCNNDecoder}
-
-
-def build_encoder(cfg: NetworkConfig, input_shape: tuple[int, ...], latent_dim: int) -> EncoderNet:
-    if cfg.kind not in ENCODERS:
-        raise ConfigError(f"model.encoder.kind: {cfg.kind!r} is not an encoder; must be one of {', '.join(ENCODERS)}")
-    return ENCODERS[cfg.kind](cfg, input_shape, latent_dim)
-
-
-def build_decoder(cfg: NetworkConfig, latent_dim: int, param_shape: tuple[int, ...]) -> DecoderNet:
-    if cfg.kind not in DECODERS:
-        raise ConfigError(f"model.decoder.kind: {cfg.kind!r} is not a decoder; must be one of {', '.join(DECODERS)}")
-    return DECODERS[cfg.kind](cfg, latent_dim, param_shape)

@@ -283,9 +283,12 @@ def required_options(cls: type) -> list[str]:
 def check_plugin(name: str, cls: type) -> str:
     """The checks a run makes when it registers a plugin, made on the class (nothing constructed):
     ``ok``, ``ok (...)`` with the options a config must give and any warning, or raises PluginError."""
+    from vaecore.components import plugin_components
+
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
     _validate(pm, name, cls)
+    plugin_components(name, cls)
     notes = []
     required = required_options(cls)
     if required:

@@ -57,7 +57,7 @@ def load_run(
     if checkpoint is not None:
         source = Path(checkpoint)
     else:
-        source = run.best if config.eval.checkpoint == "best" and run.best.exists() else run.last
+        source = run.chosen_checkpoint(config.eval.checkpoint)
     state = load_checkpoint(source)
     dataset = load_dataset(config.data)
     model = build_model(config, dataset, registry)

@@ -212,6 +212,11 @@ class RunDir:
     def best(self) -> Path:
         return self.checkpoints / "best.pt"
 
+    def chosen_checkpoint(self, choice: str) -> Path:
+        """The checkpoint ``eval.checkpoint`` names: ``best.pt`` for ``best`` when it exists
+        (a run without validation improvements has none), else ``last.pt``."""
+        return self.best if choice == "best" and self.best.exists() else self.last
+
     def epoch_checkpoint(self, epoch: int) -> Path:
         """The checkpoint kept at the end of ``epoch`` (``train.keep_every``)."""
         return self.checkpoints / f"epoch_{epoch:04d}.pt"

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from vaecore.hooktypes import Batch, StepContext
+from vaecore.hooktypes import Batch, StepContext, set_context
 
 if TYPE_CHECKING:
     from vaecore.data import Split
@@ -42,11 +42,11 @@ def device_batches(model: VAE, split: Split, batch_size: int, ctx: StepContext |
         for batch in split.batches(batch_size):
             moved = batch if device.type == "cpu" else batch.to(device)
             if ctx is not None:
-                ctx.batch = moved
+                set_context(ctx, batch=moved)
             yield moved
     finally:
         if ctx is not None:
-            ctx.batch = None
+            set_context(ctx, batch=None)
 
 
 @torch.no_grad()

@@ -21,8 +21,8 @@ from vaecore.checkpoint import load_checkpoint, save_checkpoint
 from vaecore.config import Config, config_to_dict, load_config, monitor_direction, structure_config
 from vaecore.data import Dataset, load_dataset
 from vaecore.errors import CheckpointError, ConfigError, NonFiniteError
-from vaecore.evaluation import evaluate
-from vaecore.hooktypes import Batch, StepContext
+from vaecore.evaluation import evaluate_checkpoint
+from vaecore.hooktypes import Batch, StepContext, set_context
 from vaecore.model import VAE
 from vaecore.objectives import warmup_factor
 from vaecore.plugin_manager import PluginRegistry
@@ -291,7 +291,7 @@ class Trainer:
         if self.loop is not None and state.get("loop"):
             self.loop.load_state_dict(state["loop"])
         self.epoch = state["epoch"]
-        self.ctx.step = state["step"]
+        set_context(self.ctx, step=state["step"])
         rng = state["rng"]["torch"]
         if len(rng) != self.group.world:
             raise CheckpointError(
@@ -531,7 +531,7 @@ class Trainer:
         cfg = self.config.train
         model, ctx, stack = self.model, self.ctx, self.model.stack
         model.train()
-        ctx.training, ctx.epoch = True, self.epoch
+        set_context(ctx, training=True, epoch=self.epoch)
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch)
         acc = _Accumulator()
         bar = tqdm(
@@ -544,8 +544,8 @@ class Trainer:
         for i, global_batch in enumerate(bar):
             batch = self._to_device(distributed.local_part(global_batch, self.group))
             warm = warmup_factor(ctx.step, self.steps_per_epoch, cfg.kl_warmup.start, cfg.kl_warmup.epochs)
-            ctx.warmup, ctx.batch = warm, batch
-            ctx.kl_weight = stack.kl_weight(cfg.beta * warm, ctx)
+            set_context(ctx, warmup=warm, batch=batch)
+            set_context(ctx, kl_weight=stack.kl_weight(cfg.beta * warm, ctx))
             claimed = stack.train_step(batch, ctx, self.loop) if self.loop is not None else None
             if claimed is None:
                 names, values, loss = self._objective(batch, ctx, self.train_samples)
@@ -554,7 +554,7 @@ class Trainer:
                 self._update(loss, names, values)
             else:
                 names, values = claimed
-            ctx.step += 1
+            set_context(ctx, step=ctx.step + 1)
             stack.on_step_end(ctx)
             acc.add(names, values, batch.x.shape[0])
             if i % 50 == 0 and bar.disable is False:
@@ -627,11 +627,10 @@ class Trainer:
         cfg = self.config.train
         self.model.eval()
         ctx = self._eval_ctx()
-        ctx.kl_weight = 1.0
         acc = _Accumulator()
         for global_batch in self.dataset.valid.batches(cfg.eval_batch_size):
             batch = self._to_device(distributed.local_part(global_batch, self.group))
-            ctx.batch = batch
+            set_context(ctx, batch=batch)
             names, values, _ = self._objective(batch, ctx, self.valid_samples)
             acc.add(names, values, batch.x.shape[0])
         result = acc.means(self.group)
@@ -654,25 +653,19 @@ class Trainer:
         """Evaluate the configured checkpoint on the configured split and write ``eval.json``.
 
         Under torchrun every process evaluates its shard of the split; the metrics sync."""
-        source = self.run.best if self.config.eval.checkpoint == "best" and self.run.best.exists() else self.run.last
+        source = self.run.chosen_checkpoint(self.config.eval.checkpoint)
         state = load_checkpoint(source)
         self.model.load_state_dict(state["model"])
         cfg = self.config.eval
-        split = distributed.shard(self.dataset.split(cfg.split), self.group)
-        k = cfg.nll_samples if cfg.train_nll_samples is None else cfg.train_nll_samples
-        results = {
-            "split": cfg.split,
-            "checkpoint": source.name,
-            "epoch": state["epoch"],
-            **evaluate(
-                self.model,
-                split,
-                cfg,
-                batch_size=cfg.batch_size or self.config.train.eval_batch_size,
-                nll_samples=k,
-                probe_split=distributed.shard(self.dataset.split(cfg.probe_split), self.group),
-            ),
-        }
+        results = evaluate_checkpoint(
+            self.model,
+            self.dataset,
+            self.config,
+            source,
+            state["epoch"],
+            nll_samples=cfg.nll_samples if cfg.train_nll_samples is None else cfg.train_nll_samples,
+            shard=lambda split: distributed.shard(split, self.group),
+        )
         if self.group.main:
             self.run.write_eval(results)
         return results

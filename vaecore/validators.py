@@ -63,3 +63,13 @@ def each(check: Validator) -> Validator:
             check(instance, attribute, item)
 
     return validate
+
+
+def nonempty() -> Validator:
+    """A list must have at least one element (None passes)."""
+    return _optional(lambda v: None if len(v) else "must list at least one value")
+
+
+def odd() -> Validator:
+    """An integer must be odd (None passes)."""
+    return _optional(lambda v: None if v % 2 else "must be odd")

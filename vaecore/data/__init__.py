@@ -1,6 +1,6 @@
 """Datasets held as tensors, split into train/valid/test, batched with their sample indices."""
 
-from vaecore.data.loaders import DATASETS, load_dataset, load_npz
+from vaecore.data.loaders import load_dataset, load_npz
 from vaecore.data.splits import Dataset, Split
 
-__all__ = ["DATASETS", "Dataset", "Split", "load_dataset", "load_npz"]
+__all__ = ["Dataset", "Split", "load_dataset", "load_npz"]

@@ -10,7 +10,6 @@ bit-packed, so a fresh install trains offline. Any ``.npz`` with the layout of `
 from __future__ import annotations
 
 import hashlib
-import os
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -23,7 +22,7 @@ import torch
 from vaecore.config import DataConfig
 from vaecore.data.images import binarize, labelled_file, load_omniglot, select_labels
 from vaecore.data.splits import Dataset, Split
-from vaecore.data.synthetic import SYNTHETIC, make_synthetic
+from vaecore.data.synthetic import make_synthetic
 from vaecore.errors import DataError
 
 PACKED_MNIST = "binarized_mnist_packed.npz"
@@ -188,62 +187,48 @@ def load_binarized_mnist() -> Dataset:
     )
 
 
-def data_root(cfg: DataConfig) -> Path:
-    root = cfg.root or os.environ.get("VAECORE_DATA")
-    if not root:
-        raise DataError(
-            f"data.name = {cfg.name!r} is read from a data folder: set data.root in the config "
-            "or the VAECORE_DATA environment variable"
-        )
-    return Path(root).expanduser()
-
-
-def _from_root(filename: str) -> Callable[[DataConfig], Dataset]:
+def from_root(filename: str) -> Callable[..., Dataset]:
+    """The loader of ``filename`` in the data folder (downloaded first when allowed)."""
     locate = labelled_file(filename)
 
-    def load(cfg: DataConfig) -> Dataset:
-        return load_npz(locate(cfg), name=cfg.name, holdout=cfg.valid_holdout)
+    def load(data: DataConfig) -> Dataset:
+        return load_npz(locate(data), name=data.name, holdout=data.valid_holdout)
 
     return load
 
 
-def _omniglot(cfg: DataConfig) -> Dataset:
-    return dataset_from_arrays(load_omniglot(cfg), "omniglot", "omniglot", cfg.valid_holdout)
+def omniglot(data: DataConfig) -> Dataset:
+    return dataset_from_arrays(load_omniglot(data), "omniglot", "omniglot", data.valid_holdout)
 
 
-def _from_path(cfg: DataConfig) -> Dataset:
-    if not cfg.path:
+def from_path(data: DataConfig) -> Dataset:
+    if not data.path:
         raise DataError("data.path: required when data.name = 'npz' (the .npz file to load)")
-    return load_npz(Path(cfg.path).expanduser(), name=Path(cfg.path).stem, holdout=cfg.valid_holdout)
+    return load_npz(Path(data.path).expanduser(), name=Path(data.path).stem, holdout=data.valid_holdout)
 
 
-def _shipped(cfg: DataConfig) -> Dataset:
+def shipped(data: DataConfig) -> Dataset:
     return load_binarized_mnist()
 
 
-def _synthetic(name: str) -> Callable[[DataConfig], Dataset]:
-    def load(cfg: DataConfig) -> Dataset:
-        return make_synthetic(name, cfg.n_points, cfg.noise, cfg.seed)
+def synthetic(name: str) -> Callable[..., Dataset]:
+    """The loader of the synthetic 2-D set ``name``."""
+
+    def load(data: DataConfig) -> Dataset:
+        return make_synthetic(name, data.n_points, data.noise, data.seed)
 
     return load
 
 
-DATASETS: dict[str, Callable[[DataConfig], Dataset]] = {
-    "binarized_mnist": _shipped,
-    "mnist": _from_root("mnist.npz"),
-    "fashion_mnist": _from_root("fashion_mnist.npz"),
-    "omniglot": _omniglot,
-    "npz": _from_path,
-    **{name: _synthetic(name) for name in SYNTHETIC},
-}
-
-
 def load_dataset(cfg: DataConfig) -> Dataset:
-    """The dataset a config names, with the configured subsets applied."""
-    loader = DATASETS.get(cfg.name)
-    if loader is None:
-        raise DataError(f"data.name: unknown dataset {cfg.name!r}; built in: {', '.join(sorted(DATASETS))}")
-    ds = loader(cfg)
+    """The dataset a config names (a registered dataset component), with the configured label
+    selection, binarization and subsets applied."""
+    ds = cfg.build(data=cfg)
+    if not isinstance(ds, Dataset):
+        raise DataError(
+            f"data.name = {cfg.name!r} ({cfg.chosen.origin}): the loader returned {type(ds).__name__}, "
+            "not a vaecore.data.Dataset"
+        )
     if cfg.digits is not None:
         ds = select_labels(ds, cfg.digits)
     ds = binarize(ds, cfg.binarize, cfg.seed)

@@ -33,10 +33,14 @@ TINY_CONFIG: dict[str, Any] = {
 
 
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """A deep copy of ``base`` with ``update`` merged in (tables recursively, other values replaced)."""
+    """A deep copy of ``base`` with ``update`` merged in (tables recursively, other values replaced;
+    a table choosing another component ``kind`` replaces the table, since options are per kind)."""
     out = copy.deepcopy(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        other_kind = (
+            isinstance(value, dict) and "kind" in value and value["kind"] != (out.get(key) or {}).get("kind", "mlp")
+        )
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and not other_kind:
             out[key] = merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)

@@ -266,8 +266,7 @@ def estimate(model: Any, plugin: ASPlugin, split: Any, batch_size: int = 500, sa
     for batch, posterior in encode_split(model, split, batch_size):
         y, log_q = posterior.rsample(samples)
         sc, entropy = plugin.statistics(y, batch.index)
-        kl_dims = posterior.kl_per_dim() if model.standard_prior else None
-        kl = kl_dims.sum(-1).mean() if kl_dims is not None else (log_q - model.prior.log_prob(y)).mean()
+        kl = model.kl_of(posterior, y, log_q).mean()
         means.append(torch.stack([sc, entropy, kl]))  # stays on the model's device: one copy at the end
         sizes.append(batch.x.shape[0])
     if not means:

@@ -130,7 +130,6 @@ class IntelPlugin(nn.Module):
         self.options = options
         self.mapping = options.mapping
         self.latent_dim = 0
-        self._ds_cache: tuple[tuple[int, int], torch.Tensor] | None = None
 
     # building -------------------------------------------------------------------------------
 
@@ -202,10 +201,7 @@ class IntelPlugin(nn.Module):
     def latent_map(self, y, ctx):
         if self.mapping == "sparse":
             ds = self.selector(y)
-            key = (ctx.epoch, ctx.step)
-            if ctx.training and (self._ds_cache is None or self._ds_cache[0] != key):
-                # the first training call of a step is the forward pass whose y extra_loss sees
-                self._ds_cache = (key, ds)
+            ctx.extras.of(self)["ds"] = ds  # the selector output of this forward pass, for extra_loss
             return y * ds
         return self.g(y)
 
@@ -215,12 +211,9 @@ class IntelPlugin(nn.Module):
     def extra_loss(self, out, ctx):
         if self.mapping != "sparse":
             return None
-        cache = self._ds_cache
-        if ctx.training and cache is not None and cache[0] == (ctx.epoch, ctx.step):
-            ds = cache[1]
-        else:
+        ds = out.extras.of(self).get("ds")
+        if ds is None:  # an output not made by model.forward
             ds = self.selector(out.y)
-        self._ds_cache = None
         return {"sparsity": vaecore.Term(M.sparsity_loss(ds), weight=float(self.options.get("gamma")))}
 
     @torch.no_grad()

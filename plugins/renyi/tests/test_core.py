@@ -178,8 +178,7 @@ def test_alpha_one_matches_core_elbo_in_expectation(registry, data):
 
 def test_warmup_weights_the_prior_ratio(registry, data):
     model = make_model(tiny_config([{"name": "renyi", "alpha": 0.0, "samples": 5}]), data, registry)
-    ctx = model.context(training=True)
-    ctx.kl_weight = 0.3
+    ctx = model.context(training=True, kl_weight=0.3)
     out = model(data.train.x[:16], ctx, 5)
     ratio = RenyiPlugin(RenyiOptions(alpha=0.0, samples=5, anneal="ratio")).bound(out, ctx)
     off = RenyiPlugin(RenyiOptions(alpha=0.0, samples=5, anneal="off")).bound(out, ctx)
