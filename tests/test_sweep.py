@@ -217,6 +217,19 @@ def test_seeds_aggregate_per_configuration_and_a_failed_seed_does_not_stop_the_o
         assert float(r["nll"]) == evals[r["run"]]["nll"]
         assert int(r["epoch"]) == evals[r["run"]]["epoch"] == 1
         assert r["n"] == r["nll.std"] == ""
+        # each row's budget: evaluated and training rows, training wall time from metrics.jsonl
+        records = [json.loads(line) for line in (out / r["run"] / "metrics.jsonl").read_text().splitlines()]
+        assert float(r["train_seconds"]) == pytest.approx(sum(rec["seconds"] for rec in records), abs=0.05)
+        assert int(r["train_rows"]) == evals[r["run"]]["train_rows"] > 0
+        assert int(r["split_rows"]) == evals[r["run"]]["split_rows"] > 0
+    assert columns[-6:] == [
+        "split_rows",
+        "split_rows.std",
+        "train_rows",
+        "train_rows.std",
+        "train_seconds",
+        "train_seconds.std",
+    ]
     assert runs[0]["nll"] != runs[1]["nll"]  # the seed matters
 
     # the aggregates, against the mean and sample standard deviation of the eval.json values

@@ -140,14 +140,17 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """The record ``eval.json`` holds, for ``train`` and ``vaecore eval`` alike: the split, the
     checkpoint (its file name, or its path when it is not in a run's ``checkpoints/``) and its
-    epoch, then :func:`evaluate` of ``model`` (loaded from ``source``) on ``eval.split`` with the
-    probes fitted on ``eval.probe_split``. ``shard`` takes each process's part under torchrun."""
+    epoch, the rows of the evaluated and the training split, then :func:`evaluate` of ``model``
+    (loaded from ``source``) on ``eval.split`` with the probes fitted on ``eval.probe_split``.
+    ``shard`` takes each process's part under torchrun."""
     cfg = config.eval
     label = source.name if source.parent.name == "checkpoints" else str(source)
     return {
         "split": cfg.split,
         "checkpoint": label,
         "epoch": epoch,
+        "split_rows": len(dataset.split(cfg.split)),
+        "train_rows": len(dataset.train),
         **evaluate(
             model,
             shard(dataset.split(cfg.split)),

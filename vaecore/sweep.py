@@ -58,6 +58,8 @@ FIRST_COLUMNS = ("run",)
 STATUS_COLUMNS = ("status", "epoch")
 AGGREGATE_COLUMNS = ("n",)
 HIDDEN_KEYS = ("split", "checkpoint", "epoch")
+SIZE_COLUMNS = ("split_rows", "train_rows", "train_seconds")
+"""The budget of each run, last in the table: rows evaluated, training rows, training wall time (s)."""
 """eval.json keys not repeated as metric columns (``epoch`` has its own column)."""
 FINISHED = ("done", "reused")
 STALE_FOLDER = "stale"
@@ -315,6 +317,24 @@ def _number(value: Any) -> float | None:
     return None
 
 
+def _train_seconds(run_dir: Path) -> float | None:
+    """The wall time of a run's training epochs (the ``seconds`` of its metrics.jsonl records),
+    None without records."""
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    total, seen = 0.0, False
+    for line in lines:
+        try:
+            value = json.loads(line).get("seconds")
+        except (ValueError, AttributeError):  # a torn last line of a killed run
+            continue
+        if isinstance(value, (int, float)):
+            total, seen = total + float(value), True
+    return round(total, 1) if seen else None
+
+
 def aggregate(
     rows: list[dict[str, Any]], specs: Sequence[RunSpec], keys: Sequence[str], metric_columns: Sequence[str]
 ) -> tuple[list[dict[str, Any]], list[str]]:
@@ -364,6 +384,9 @@ def gather(out: Path, grid: Sequence[tuple[str, Sequence[str]]], statuses: dict[
         if results and row["status"] == "missing":
             row["status"] = "reused"
         row["epoch"] = results.get("epoch", "")
+        seconds = _train_seconds(out / spec.name)
+        if seconds is not None:
+            row["train_seconds"] = seconds
         for name, value in results.items():
             if name in HIDDEN_KEYS or not _scalar(value):
                 continue
@@ -371,6 +394,8 @@ def gather(out: Path, grid: Sequence[tuple[str, Sequence[str]]], statuses: dict[
                 metric_columns.append(name)
             row[name] = value
         rows.append(row)
+    metric_columns = [c for c in metric_columns if c not in SIZE_COLUMNS]
+    metric_columns += [c for c in SIZE_COLUMNS if any(c in row for row in rows)]
     columns = [*FIRST_COLUMNS, *keys, *STATUS_COLUMNS, *metric_columns]
     aggregates: list[dict[str, Any]] = []
     aggregate_columns: list[str] = []
