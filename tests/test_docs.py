@@ -114,3 +114,70 @@ def test_method_pages_are_made_from_the_plugin_readmes(tmp_path):
     assert "\n# a comment\n" in page  # code blocks are left alone
     assert set(hooks.METHODS) == {p.parent.name for p in (ROOT / "plugins").glob("*/pyproject.toml")}
     assert "not written yet" in hooks.method_page("ne", None)
+
+
+def _tables():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen_tables", ROOT / "docs" / "gen_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_tables_are_generated_from_their_results():
+    gen = _tables()
+    texts = gen.generated_readmes()
+    assert texts, "no reproduction tables found"
+    for readme, text in texts.items():
+        assert readme.read_text(encoding="utf-8") == text, f"{readme}: run python docs/gen_tables.py"
+
+
+def test_a_table_that_disagrees_with_its_results_fails(tmp_path, monkeypatch, capsys):
+    """On a copy of the reproductions: a README cell edited by hand fails --check; regenerating
+    restores it; a results file changed after the README was generated fails too."""
+    import shutil
+
+    gen = _tables()
+    for spec in gen.spec_files():
+        for path in [spec, *spec.parent.glob("results/*.csv")]:
+            dest = tmp_path / path.relative_to(ROOT)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, dest)
+    for readme in gen.generated_readmes():
+        shutil.copy(readme, tmp_path / readme.relative_to(ROOT))
+    monkeypatch.setattr(gen, "ROOT", tmp_path)
+    assert gen.main(["--check"]) == 0
+    readme = next(iter(gen.generated_readmes()))
+    text = readme.read_text(encoding="utf-8")
+    cell = re.search(r"\| (\d+\.\d+) ± ", text).group(1)
+    readme.write_text(text.replace(f"| {cell} ± ", f"| {float(cell) - 1:.2f} ± ", 1), encoding="utf-8")
+    assert gen.main(["--check"]) == 1
+    assert "out of date (run python docs/gen_tables.py)" in capsys.readouterr().out
+    assert gen.main([]) == 0 and gen.main(["--check"]) == 0 and readme.read_text(encoding="utf-8") == text
+    import csv
+
+    results = next(tmp_path.glob("plugins/*/reproduce/results/*.csv"))
+    with results.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    rows[0]["nll"] = str(float(rows[0]["nll"]) + 1)
+    with results.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert gen.main(["--check"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("better", "worse", "direction", "expected"),
+    [
+        ((1.0, 0.2), (2.0, 0.3), "min", "reproduced"),  # 1.2 < 1.7
+        ((1.0, 0.5), (2.0, 0.6), "min", "inconclusive at this budget"),  # 1.5 >= 1.4
+        ((3.0, 0.2), (2.0, 0.3), "min", "not reproduced"),  # 2.3 < 2.8
+        ((40.0, 2.0), (20.0, 10.0), "max", "reproduced"),  # 38 > 30
+        ((20.0, 1.0), (40.0, 2.0), "max", "not reproduced"),
+        ((1.0, None), (2.0, 0.1), "min", "inconclusive at this budget (fewer than 2 seeds)"),
+    ],
+)
+def test_verdicts_follow_the_intervals(better, worse, direction, expected):
+    assert _tables().verdict(better, worse, direction) == expected

@@ -295,6 +295,8 @@ def eval_metrics(model: VAE, split: Split, ctx: StepContext) -> dict[str, Any] |
             def compute(self):
                 return self.total / self.n
 
+    and in the plugin::
+
         @vaecore.hookimpl
         def eval_metrics(self, model, split, ctx):
             return {"mean_norm": MeanNorm()}
