@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import tomllib
 
@@ -9,6 +11,8 @@ from tests.recording_plugins import ALL
 from vaecore import ConfigError
 from vaecore.config import apply_overrides, config_to_dict, dump_config, load_config
 from vaecore.testing import load, make_registry, merge, tiny_config, write_config
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -138,3 +142,42 @@ def test_write_config_round_trips(tmp_path, registry):
     assert tomllib.loads(path.read_text()) == as_text
     assert config_to_dict(again) == config_to_dict(load(as_text, registry))
     assert [(e.id, e.options.scale) for e in again.plugins] == [("recorder1", 2.0), ("recorder2", 1.0)]
+
+
+def test_set_null_removes_a_key_so_its_default_applies():
+    raw = tiny_config(data={"train_size": 100}, train={"lr": 0.01})
+    config = load_config(None, ["data.train_size=null", "train.lr=null", "train.grad_clip=null"], raw=raw)
+    assert config.data.train_size is None and config.train.lr == 1e-3 and config.train.grad_clip is None
+    # a whole component table: back to its default kind
+    assert load_config(None, ["model.encoder=null"], raw=raw).model.encoder.kind == "mlp"
+    with pytest.raises(ConfigError, match=r"--set plugins.0: '0' is a list entry; only table keys can be unset"):
+        load_config(None, ["plugins.0=null"], raw=tiny_config([{"name": "x"}]))
+    # the string "null" is still possible, quoted
+    assert load_config(None, ['train.device="null"'], raw=raw).train.device == "null"
+
+
+def test_init_writes_each_starter_config_and_never_overwrites(tmp_path, capsys):
+    from vaecore.cli import config_templates, main
+
+    templates = config_templates()
+    assert {"vae", "iwae", "collapse"} <= set(templates)
+    from vaecore.plugin_manager import PluginRegistry
+
+    installed = PluginRegistry()
+    for name in templates:
+        path = tmp_path / f"{name}.toml"
+        assert main(["init", str(path), "--template", name]) == 0
+        assert f"wrote {path}" in capsys.readouterr().out
+        raw = tomllib.loads(path.read_text())
+        plugins = [entry["name"] for entry in raw.get("plugins", [])]
+        assert all((ROOT / "plugins" / p / "pyproject.toml").is_file() for p in plugins)  # plugins of this repo
+        if not all(p in installed for p in plugins):  # the core session: check the rest of the config
+            raw.pop("plugins")
+        assert load_config(None, raw=raw).train.epochs > 0  # a valid config
+    assert tomllib.loads((tmp_path / "iwae.toml").read_text())["plugins"][0]["name"] == "renyi"
+    before = (tmp_path / "vae.toml").read_text()
+    assert main(["init", str(tmp_path / "vae.toml")]) == 5
+    assert "already exists; choose another path (nothing was written)" in capsys.readouterr().err
+    assert (tmp_path / "vae.toml").read_text() == before
+    assert main(["init", str(tmp_path / "x.toml"), "--template", "nope"]) == 2
+    assert "unknown template 'nope'; templates: collapse, iwae, vae" in capsys.readouterr().err

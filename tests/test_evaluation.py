@@ -274,7 +274,7 @@ def test_training_ends_with_the_evaluation(tmp_path):
     assert res["au"] >= 1 and res["mi_split"] > 0.3
 
 
-def test_cli_eval_writes_eval_json(tmp_path, capsys):
+def test_cli_eval_writes_its_own_file_per_checkpoint_split_and_k(tmp_path, capsys):
     data = synthetic_dataset(n=256)
     npz = tmp_path / "synthetic.npz"
     np.savez(
@@ -283,16 +283,18 @@ def test_cli_eval_writes_eval_json(tmp_path, capsys):
     run = tmp_path / "run"
     raw = tiny_config(train={"epochs": 1}, eval={"nll_samples": 5}, data={"name": "npz", "path": str(npz)})
     run_training(raw, run, data, make_registry(entry_points=False))
-    (run / "eval.json").unlink()
+    at_training_end = (run / "eval.json").read_text()
     code = main(["eval", str(run), "--nll-samples", "7", "--split", "valid", "--set", "eval.au_threshold=0.5"])
     assert code == 0
-    res = json.loads((run / "eval.json").read_text())
+    assert (run / "eval.json").read_text() == at_training_end  # never overwritten
+    res = json.loads((run / "evals" / "best-valid-k7.json").read_text())
     assert res["nll_samples"] == 7 and res["split"] == "valid" and res["checkpoint"].endswith("best.pt")
     assert res["au"] == sum(a > 0.5 for a in res["activity"])
     out = capsys.readouterr().out
     assert "mi_split" in out and "nll" in out
     code = main(["eval", str(run), "--checkpoint", str(run / "checkpoints" / "last.pt"), "--nll-samples", "0"])
-    assert code == 0 and json.loads((run / "eval.json").read_text())["checkpoint"].endswith("last.pt")
+    assert code == 0 and json.loads((run / "evals" / "last-test-k0.json").read_text())["checkpoint"] == "last.pt"
+    assert "wrote " + str(run / "evals" / "last-test-k0.json") in capsys.readouterr().out
     assert main(["eval", str(run), "--set", "eval.nll_chunk=0"]) == 2
     assert "eval.nll_chunk: must be > 0, got 0" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "nowhere")]) != 0

@@ -12,7 +12,7 @@ from tests.recording_plugins import ALL
 from vaecore import CheckpointError, ConfigError, NonFiniteError
 from vaecore.checkpoint import load_checkpoint, save_checkpoint
 from vaecore.config import tomllib
-from vaecore.testing import load, make_registry, merge, run_training, tiny_config
+from vaecore.testing import load, make_registry, merge, run_training, synthetic_dataset, tiny_config
 from vaecore.trainer import COSMETIC_CHANGES, Trainer, config_differences, train_or_reuse
 
 
@@ -280,3 +280,21 @@ def test_config_differences_name_plugin_options_and_skip_the_ignored_keys():
         "train.epochs",
         "train.threads",
     ]
+
+
+def test_progress_on_a_terminal_shows_the_run_the_loss_terms_and_the_evaluation(tmp_path, monkeypatch, capsys):
+    """tqdm leaves ``disable`` at None on a terminal: the loss terms must show there anyway,
+    beside the run's overall progress (epochs with an ETA) and the final evaluation's bar."""
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    data = synthetic_dataset(n=256)
+    raw = tiny_config(train={"progress": True, "epochs": 2})
+    Trainer(load(raw), tmp_path / "run", dataset=data).fit()
+    err = capsys.readouterr().err
+    assert "training: 100%" in err and "2/2" in err  # the overall bar, in epochs
+    assert "loss=" in err and "elbo=" in err and "kl=" in err  # the running terms of the epoch bar
+    assert "eval:" in err  # the final evaluation
+    # off when asked
+    Trainer(load(merge(raw, {"train": {"progress": False}})), tmp_path / "quiet", dataset=data).fit()
+    assert "training:" not in capsys.readouterr().err

@@ -32,7 +32,8 @@ def _add_set(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config value by dotted path, e.g. train.lr=3e-4 or plugins.1.gamma=0.5 (repeatable)",
+        help="override a config value by dotted path, e.g. train.lr=3e-4 or plugins.1.gamma=0.5; KEY=null "
+        "removes the key so that its default applies (repeatable)",
     )
 
 
@@ -50,7 +51,9 @@ def make_parser() -> argparse.ArgumentParser:
     )
     _add_set(train)
 
-    ev = sub.add_parser("eval", help="evaluate a run's checkpoint and write RUN_DIR/eval.json")
+    ev = sub.add_parser(
+        "eval", help="evaluate a run's checkpoint and write RUN_DIR/evals/<checkpoint>-<split>-k<K>.json"
+    )
     ev.add_argument("run_dir", type=Path, help="the run folder (holds config.toml and checkpoints/)")
     ev.add_argument(
         "--split", choices=("train", "valid", "test"), help="the split to evaluate (default: eval.split, test)"
@@ -61,7 +64,13 @@ def make_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--checkpoint", type=Path, metavar="PATH", help="the checkpoint to evaluate (default: checkpoints/best.pt)"
     )
-    ev.add_argument("--out", type=Path, metavar="FILE", help="where to write the results (default: RUN_DIR/eval.json)")
+    ev.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="where to write the results (default: RUN_DIR/evals/<checkpoint>-<split>-k<K>.json; the eval.json "
+        "written at the end of training is kept)",
+    )
     _add_set(ev)
 
     plugins = sub.add_parser(
@@ -75,6 +84,15 @@ def make_parser() -> argparse.ArgumentParser:
     plugins.add_argument(
         "--options", metavar="NAME", help="print the options of plugin NAME: type, default and description"
     )
+
+    init = sub.add_parser(
+        "init",
+        help="write a commented starter config",
+        description="Write a commented starter config to PATH (default: vaecore.toml), ready for "
+        "`vaecore train PATH`. Templates: " + ", ".join(config_templates()) + ".",
+    )
+    init.add_argument("path", type=Path, nargs="?", default=Path("vaecore.toml"), help="the file to write")
+    init.add_argument("--template", default="vae", metavar="NAME", help="the starter: " + ", ".join(config_templates()))
 
     new_plugin = sub.add_parser(
         "new-plugin",
@@ -245,13 +263,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         config,
         loaded.source,
         loaded.state.get("epoch"),
-        progress=bool(config.train.progress) and sys.stderr.isatty(),
+        progress=bool(config.train.progress),
     )
+    target = args.out or run.evaluation_file(loaded.source, config.eval.split, config.eval.nll_samples)
     try:
-        target = run.write_eval(results, args.out)
+        run.write_eval(results, target)
     except OSError as exc:
         print(metrics_table(results))  # the numbers are not lost with the file
-        raise CheckpointError(f"{os_error_message(exc, args.out or run.eval)}; the results are printed above") from exc
+        raise CheckpointError(f"{os_error_message(exc, target)}; the results are printed above") from exc
     print(metrics_table(results))
     print(f"wrote {target}")
     return 0
@@ -313,6 +332,37 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def config_templates() -> dict[str, str]:
+    """The starter configs of ``vaecore init``: name -> the template's first comment line."""
+    from importlib import resources
+
+    folder = resources.files("vaecore.templates") / "configs"
+    found = {}
+    for item in sorted(folder.iterdir(), key=lambda p: p.name):
+        if item.name.endswith(".toml"):
+            first = item.read_text(encoding="utf-8").splitlines()[0]
+            found[item.name.removesuffix(".toml")] = first.lstrip("# ").strip()
+    return found
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from importlib import resources
+
+    from vaecore.errors import ConfigError
+
+    templates = config_templates()
+    if args.template not in templates:
+        raise ConfigError([f"--template: unknown template {args.template!r}; templates: {', '.join(templates)}"])
+    if args.path.exists():
+        raise CheckpointError(f"{args.path}: already exists; choose another path (nothing was written)")
+    check_out_file(args.path, "PATH")
+    text = (resources.files("vaecore.templates") / "configs" / f"{args.template}.toml").read_text(encoding="utf-8")
+    args.path.write_text(text, encoding="utf-8")
+    print(f"wrote {args.path} ({templates[args.template]})")
+    print(f"next: vaecore train {args.path} --out runs/{args.path.stem}")
+    return 0
+
+
 def cmd_new_plugin(args: argparse.Namespace) -> int:
     from vaecore.scaffold import ScaffoldError, check_name, new_plugin
 
@@ -354,6 +404,7 @@ COMMANDS = {
     "train": cmd_train,
     "eval": cmd_eval,
     "plugins": cmd_plugins,
+    "init": cmd_init,
     "new-plugin": cmd_new_plugin,
     "sweep": cmd_sweep,
     **ANALYSIS_COMMANDS,

@@ -606,8 +606,13 @@ def parse_value(text: str) -> Any:
         return text
 
 
+UNSET = "null"
+"""The ``--set`` value that removes a key, so that its default applies (None for an optional key)."""
+
+
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply ``key=value`` overrides with dotted paths (``plugins.1.gamma=0.5``) to a raw config."""
+    """Apply ``key=value`` overrides with dotted paths (``plugins.1.gamma=0.5``) to a raw config;
+    ``key=null`` removes the key (TOML has no null), so its default applies."""
     problems = []
     for item in overrides:
         key, sep, text = item.partition("=")
@@ -619,7 +624,13 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
         try:
             for part in parts[:-1]:
                 node = _step(node, part, create=True)
-            _assign(node, parts[-1], parse_value(text))
+            if text.strip() == UNSET:
+                if isinstance(node, dict):
+                    node.pop(parts[-1], None)
+                else:
+                    raise TypeError(f"{parts[-1]!r} is a list entry; only table keys can be unset with null")
+            else:
+                _assign(node, parts[-1], parse_value(text))
         except (KeyError, IndexError, TypeError) as exc:
             problems.append(f"--set {key}: {exc.args[0]}")
     if problems:

@@ -322,7 +322,8 @@ def evaluate(
         with torch.random.fork_rng(devices=rng_devices):
             torch.manual_seed(cfg.seed)
             batches = device_batches(model, split, bs, ctx)
-            for batch in tqdm(batches, total=split.num_batches(bs), desc="eval", leave=False, disable=not progress):
+            shown = None if progress else True  # None: tqdm shows the bar on a terminal only
+            for batch in tqdm(batches, total=split.num_batches(bs), desc="eval", leave=False, disable=shown):
                 diagnostics.update(batch, ctx)
             diagnostics.finish_pass()
             if do_probes:

@@ -282,8 +282,14 @@ class RunDir:
         kept = [r for r in records if r["epoch"] <= last_epoch]
         atomic_write_bytes(self.metrics, "".join(json.dumps(r) + "\n" for r in kept).encode())
 
+    def evaluation_file(self, checkpoint: Path, split: str, nll_samples: int) -> Path:
+        """Where ``vaecore eval`` writes: ``evals/<checkpoint>-<split>-k<K>.json``, one file per
+        checkpoint, split and K, beside (never over) the ``eval.json`` that ended training."""
+        return self.path / "evals" / f"{checkpoint.stem}-{split}-k{nll_samples}.json"
+
     def write_eval(self, results: dict[str, Any], target: Path | None = None) -> Path:
         """Write evaluation results to ``eval.json`` (or ``target``); returns the path written."""
         path = target or self.eval
+        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, (json.dumps(json_safe(results), indent=2) + "\n").encode())
         return path

@@ -440,6 +440,13 @@ class Trainer:
         cfg = self.config.train
         if self.stopped is not None and self.epoch < cfg.epochs and self.group.main:
             tqdm.write(f"the run stopped after epoch {self.epoch} ({self.stopped}); nothing more to train")
+        overall = tqdm(
+            total=cfg.epochs,
+            initial=self.epoch,
+            desc="training",
+            unit="epoch",
+            disable=None if self._progress else True,
+        )
         while self.epoch < cfg.epochs and self.stopped is None:
             self.epoch += 1
             started = time.perf_counter()
@@ -460,8 +467,16 @@ class Trainer:
                 self._commit(record, state, improved)
                 self._report(record)
             distributed.barrier(self.group)
+            overall.update(1)
             if stops and self.group.main:
                 tqdm.write(f"stopping after epoch {self.epoch}: {self.stopped}")
+        overall.close()
+
+    @property
+    def _progress(self) -> bool:
+        """Whether progress bars are wanted (``train.progress``, main process); tqdm shows them
+        only on a terminal."""
+        return bool(self.config.train.progress and self.group.main)
 
     def _commit(self, record: dict[str, Any], state: dict[str, Any], improved: bool) -> None:
         """Write the epoch's files, ``last.pt`` last: its rename commits the epoch. A run killed
@@ -539,7 +554,7 @@ class Trainer:
             total=self.steps_per_epoch,
             desc=f"epoch {self.epoch}/{cfg.epochs}",
             leave=False,
-            disable=None if cfg.progress and self.group.main else True,
+            disable=None if self._progress else True,
         )
         for i, global_batch in enumerate(bar):
             batch = self._to_device(distributed.local_part(global_batch, self.group))
@@ -557,8 +572,8 @@ class Trainer:
             set_context(ctx, step=ctx.step + 1)
             stack.on_step_end(ctx)
             acc.add(names, values, batch.x.shape[0])
-            if i % 50 == 0 and bar.disable is False:
-                bar.set_postfix(loss=f"{float(values[0]):.3f}")
+            if i % 50 == 0 and not bar.disable:  # tqdm leaves disable at None on a terminal
+                bar.set_postfix({name: f"{float(value.detach()):.3f}" for name, value in zip(names[:4], values[:4])})
         bar.close()
         out = acc.means(self.group)
         out["kl_weight"] = ctx.kl_weight
@@ -665,6 +680,7 @@ class Trainer:
             state["epoch"],
             nll_samples=cfg.nll_samples if cfg.train_nll_samples is None else cfg.train_nll_samples,
             shard=lambda split: distributed.shard(split, self.group),
+            progress=self._progress,
         )
         if self.group.main:
             self.run.write_eval(results)

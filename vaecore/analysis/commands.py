@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from vaecore.analysis import figures
 from vaecore.analysis.geometry import euclidean_path, fisher_rao_distance, fisher_rao_geodesic, fisher_rao_length
@@ -297,11 +298,20 @@ def lso(
     for p in model.parameters():
         p.requires_grad_(False)
 
+    bar = tqdm(
+        total=(inits + 1) * iterations,
+        desc="lso",
+        unit="it",
+        leave=False,
+        disable=None if loaded.config.train.progress else True,
+    )
+
     def run(y0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y = y0.clone().requires_grad_(True)
         opt = torch.optim.Adam([y], lr=lr)
         history = []
         for _ in range(iterations):
+            bar.update(1)
             loss = -model.likelihood.log_prob(x, model.decode(model.latent_map(y, ctx)).unsqueeze(0))[0]
             opt.zero_grad()
             loss.sum().backward()
@@ -316,6 +326,7 @@ def lso(
     gen = torch.Generator().manual_seed(seed)
     random_runs = [run(torch.randn(n, model.latent_dim, generator=gen)) for _ in range(inits)]
     encoder_history, _ = run(posterior_means(model, Split(x)))
+    bar.close()
     finals = torch.stack([y for _, y in random_runs])
     pairwise = torch.cdist(finals.transpose(0, 1), finals.transpose(0, 1)).mean()
     curves = {
