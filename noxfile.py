@@ -14,7 +14,7 @@ ROOT = Path(__file__).parent
 PLUGINS = sorted(p.name for p in (ROOT / "plugins").iterdir() if (p / "pyproject.toml").is_file())
 CONSTRAINTS = ("-c", "constraints.txt")
 
-nox.options.sessions = ["tests", "plugins", "stack", "lint", "typecheck", "docs"]
+nox.options.sessions = ["tests", "plugins", "stack", "loggers", "lint", "typecheck", "docs"]
 nox.options.error_on_missing_interpreters = False
 
 
@@ -54,6 +54,14 @@ def stack(session: nox.Session) -> None:
     session.run("pytest", "tests", *session.posargs)
     for plugin in PLUGINS:  # one run per folder: plugin test modules share basenames
         session.run("pytest", f"plugins/{plugin}/tests", *session.posargs)
+
+
+@nox.session
+def loggers(session: nox.Session) -> None:
+    """The loggers with their libraries (the tensorboard, mlflow and wandb extras), each read back
+    with its own library; the core session skips these cases."""
+    install_core(session, "tensorboard", "mlflow", "wandb")
+    session.run("pytest", "tests/test_loggers.py", *session.posargs)
 
 
 @nox.session

@@ -73,6 +73,7 @@ FIELD_NOTES = {
     "width": "hidden channels of a `pixelcnn` decoder",
     "z_channels": "feature maps a `pixelcnn` decoder projects from z",
     "model.likelihood.kind": "the decoder's distribution p(x|z)",
+    "loggers.kind": "the tracker (csv, tensorboard, mlflow, wandb or a plugin's)",
     "model.likelihood.scale": "the fixed (or initial) std of `gaussian` or scale of `laplace`",
     "model.likelihood.learn_scale": "learn the scale (one per pixel) instead of fixing it",
     "train.epochs": "epochs to train (may be raised when resuming)",
@@ -336,6 +337,11 @@ def config_page() -> str:
         parts += _fields_table(cls, section, sources, namespace)
         if issubclass(cls, cfg.ComponentConfig):
             parts += _components_part(cls, section)
+    loggers = cfg.LoggerConfig
+    attrs.resolve_types(loggers)
+    parts += ["", "## `[[loggers]]`", "", rst_to_md(inspect.getdoc(loggers) or ""), ""]
+    parts += _fields_table(loggers, "loggers", _field_sources(loggers), namespace)
+    parts += _components_part(loggers, "[loggers]")
     parts += [
         "",
         "## `[[plugins]]`",

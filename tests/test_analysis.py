@@ -27,8 +27,8 @@ def run(tmp_path_factory):
     return tmp / "run"
 
 
-def result_of(run, command):
-    return json.loads((run / "analysis" / command / f"{command}.json").read_text())
+def result_of(run, command, name=None):
+    return json.loads((run / "analysis" / command / f"{name or command}.json").read_text())
 
 
 def test_sample(run):
@@ -53,7 +53,7 @@ def test_traverse_orders_dimensions_by_activity(run):
 @pytest.mark.parametrize("path", ["fisher-rao", "euclidean"])
 def test_interpolate(run, path):
     assert main(["interpolate", str(run), "--from", "0", "--to", "1", "--path", path, "--steps", "6"]) == 0
-    result = result_of(run, "interpolate")
+    result = result_of(run, "interpolate", f"interpolate_{path}")
     assert result["path"] == path and len(result["mu"]) == 6
     lengths = result["fisher_rao_length"]
     assert lengths["fisher-rao"] == pytest.approx(result["fisher_rao_distance"], rel=1e-4)

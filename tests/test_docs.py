@@ -74,7 +74,10 @@ def test_config_reference_lists_every_key():
         "decoder": "model.decoder",
         "likelihood": "model.likelihood",
         "dataset": "data",
+        "logger": "[loggers]",
     }
+    for key in ("kind", "every_n_steps", "image_every"):
+        assert f"| `{key}` |" in text.split("## `[[loggers]]`", 1)[1].split("\n## ", 1)[0]
     for component in builtin_registry().all():
         section = sections[component.role]
         assert f"* `{component.name}`: " in text.split(f"## `[{section}]`", 1)[1].split("\n## ", 1)[0]

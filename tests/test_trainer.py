@@ -33,8 +33,10 @@ def test_run_folder_contract(tiny_data, tmp_path, registry):
         ".lock",
         "checkpoints",
         "config.toml",
+        "data_sample.npz",
         "eval.json",
         "metrics.jsonl",
+        "run.json",
     ]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -46,6 +46,7 @@ _LAZY: dict[str, str] = {
     "PluginStack": "vaecore.plugin_manager",
     "LoadedRun": "vaecore.restore",
     "load_run": "vaecore.restore",
+    "load_exported": "vaecore.restore",
     "device_batches": "vaecore.streaming",
     "encode_split": "vaecore.streaming",
     "eval_mode": "vaecore.streaming",
@@ -62,7 +63,7 @@ if TYPE_CHECKING:
     from vaecore.hooktypes import Batch, Bound, EpochResult, Extras, ModelInfo, StepContext, Term
     from vaecore.model import VAE, ForwardOutput
     from vaecore.plugin_manager import PluginRegistry, PluginStack
-    from vaecore.restore import LoadedRun, load_run
+    from vaecore.restore import LoadedRun, load_exported, load_run
     from vaecore.streaming import device_batches, encode_split, eval_mode
     from vaecore.trainer import Trainer, train_or_reuse
 
@@ -117,6 +118,7 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "load_config",
+    "load_exported",
     "load_run",
     "train_or_reuse",
 ]

@@ -52,16 +52,24 @@ def check_fit(config: Config, dataset: Dataset) -> None:
         raise DataError(f"data {dataset.name!r} does not fit model.likelihood: {problem}")
 
 
-def build_model(config: Config, dataset: Dataset, registry: PluginRegistry) -> VAE:
-    """The model for ``config`` sized to ``dataset``, with the config's plugin stack attached."""
+def build_model(config: Config, dataset: Dataset, registry: PluginRegistry, n_train: int | None = None) -> VAE:
+    """The model for ``config`` sized to ``dataset`` (``n_train``: the training-set size the run
+    was built for, when ``dataset`` is not its training data), with the config's plugin stack."""
     check_fit(config, dataset)
+    n = len(dataset.train) if n_train is None else n_train
+    return build_sized_model(config, dataset.input_shape, n, registry, f"data {dataset.name!r}")
+
+
+def build_sized_model(
+    config: Config, input_shape: tuple[int, ...], n_train: int, registry: PluginRegistry, what: str = "inputs"
+) -> VAE:
+    """The model for ``config`` given only the sizes it depends on (no data needed)."""
     stack = build_stack(config, registry)
     try:
-        return VAE(config.model, dataset.input_shape, len(dataset.train), stack, config.train)
+        return VAE(config.model, tuple(input_shape), n_train, stack, config.train)
     except VaecoreError:
         raise
     except Exception as exc:  # a network that cannot take this data's shape
         raise DataError(
-            f"model: cannot be built for data {dataset.name!r} of input shape {dataset.input_shape}: "
-            f"{type(exc).__name__}: {exc}"
+            f"model: cannot be built for {what} of input shape {tuple(input_shape)}: {type(exc).__name__}: {exc}"
         ) from exc

@@ -6,9 +6,11 @@ import functools
 
 from vaecore.components import BUILTIN, Component, ComponentRegistry, plugin_components
 from vaecore.data import loaders
+from vaecore.data.external import ImageFolderOptions, load_image_folder
 from vaecore.data.synthetic import SYNTHETIC
 from vaecore.hookspecs import HOOK_API_VERSION, hookimpl
 from vaecore.likelihoods import Bernoulli, Gaussian, Laplace
+from vaecore.loggers import CSVLogger, MLflowLogger, TensorBoardLogger, WandbLogger
 from vaecore.networks import (
     ConvDecoder,
     ConvEncoder,
@@ -58,6 +60,21 @@ class BuiltinComponents:
             Component("likelihood", "gaussian", Gaussian, doc="Gaussian per pixel (scale, learn_scale)"),
             Component("likelihood", "laplace", Laplace, doc="Laplace per pixel (scale, learn_scale)"),
             *(Component("dataset", name, load, doc=doc) for name, (load, doc) in datasets.items()),
+            Component(
+                "dataset",
+                "image_folder",
+                load_image_folder,
+                options=ImageFolderOptions,
+                doc="a folder of images: data.path/{train,valid,test}/[<class>/]*.png",
+            ),
+            Component("logger", "csv", CSVLogger, doc="every value as a row of RUN/logs/csv/metrics.csv"),
+            Component("logger", "tensorboard", TensorBoardLogger, doc="TensorBoard event files (vaecore[tensorboard])"),
+            Component(
+                "logger", "mlflow", MLflowLogger, doc="an MLflow run, a local file store by default (vaecore[mlflow])"
+            ),
+            Component(
+                "logger", "wandb", WandbLogger, doc="a Weights & Biases run, offline by default (vaecore[wandb])"
+            ),
         ]
 
 

@@ -85,6 +85,17 @@ def make_parser() -> argparse.ArgumentParser:
         "--options", metavar="NAME", help="print the options of plugin NAME: type, default and description"
     )
 
+    export = sub.add_parser(
+        "export",
+        help="write a run's model as a weights-only file with the config that rebuilds it",
+        description="Write the model of RUN_DIR's checkpoint (default: eval.checkpoint, best) as one file that "
+        "torch.load(..., weights_only=True) reads: the weights, the resolved config and the sizes the model was "
+        "built for. vaecore.load_exported(FILE) rebuilds the model from it, without the run folder or its data.",
+    )
+    export.add_argument("run_dir", type=Path, help="the run folder")
+    export.add_argument("--checkpoint", type=Path, metavar="PATH", help="the checkpoint (default: eval.checkpoint)")
+    export.add_argument("--out", type=Path, metavar="FILE", help="the file to write (default: RUN_DIR/export.pt)")
+
     init = sub.add_parser(
         "init",
         help="write a commented starter config",
@@ -251,7 +262,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.nll_samples < 0:
             raise ConfigError([f"--nll-samples: must be >= 0, got {args.nll_samples}"])
         overrides.append(f"eval.nll_samples={args.nll_samples}")
-    loaded = load_run(args.run_dir, overrides, args.checkpoint)
+    loaded = load_run(args.run_dir, overrides, args.checkpoint, allow_sample=False)  # numbers need the data
     config, dataset, run = loaded.config, loaded.dataset, loaded.run
     if args.out is not None:
         check_out_file(args.out)
@@ -332,6 +343,20 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from vaecore.restore import export_run, load_run
+
+    loaded = load_run(args.run_dir, checkpoint=args.checkpoint)
+    target = args.out or loaded.run.path / "export.pt"
+    check_out_file(target)
+    try:
+        export_run(loaded, target)
+    except OSError as exc:
+        raise CheckpointError(os_error_message(exc, target)) from exc
+    print(f"wrote {target} (epoch {loaded.state.get('epoch')} of {loaded.source}); load it with vaecore.load_exported")
+    return 0
+
+
 def config_templates() -> dict[str, str]:
     """The starter configs of ``vaecore init``: name -> the template's first comment line."""
     from importlib import resources
@@ -405,6 +430,7 @@ COMMANDS = {
     "eval": cmd_eval,
     "plugins": cmd_plugins,
     "init": cmd_init,
+    "export": cmd_export,
     "new-plugin": cmd_new_plugin,
     "sweep": cmd_sweep,
     **ANALYSIS_COMMANDS,

@@ -23,6 +23,9 @@ and returns, by role:
 * ``dataset``: ``factory(data=[, options=])`` (``data`` is the whole ``[data]`` table) returns a
   :class:`vaecore.data.Dataset` of train/valid/test splits; the core then applies
   ``digits``, ``binarize`` and the seeded subsets.
+* ``logger``: ``factory(run_dir=[, options=])`` returns a :class:`vaecore.loggers.Logger`
+  (``log_hyperparams``, ``log_metrics``, ``log_image``, ``finalize``), chosen by a
+  ``[[loggers]]`` entry.
 
 The options of a component sit in its config table beside ``kind`` (``[model.encoder]``) or
 beside the core data keys (``[data]``), and are structured into its ``Options`` attrs class with
@@ -40,7 +43,7 @@ import attrs
 
 from vaecore.errors import ConfigError, PluginError
 
-ROLES = ("encoder", "decoder", "likelihood", "dataset")
+ROLES = ("encoder", "decoder", "likelihood", "dataset", "logger")
 """What a component can be, and so where a config names it."""
 
 BUILTIN = "vaecore"

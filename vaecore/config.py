@@ -171,6 +171,15 @@ class DataConfig(ComponentConfig):
     options: Any = None
     component: Component | None = attrs.field(default=None, eq=False, repr=False)
 
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        # data locations are absolute in a resolved config, so that a run folder names its data
+        # wherever it is moved or read from (relative paths are relative to the working directory)
+        for key in ("path", "root"):
+            value = getattr(self, key)
+            if isinstance(value, str) and value:
+                setattr(self, key, str(Path(value).expanduser().resolve()))
+
 
 @attrs.define(kw_only=True)
 class WarmupConfig:
@@ -309,6 +318,23 @@ class EvalConfig:
 
 
 @attrs.define(kw_only=True)
+class LoggerConfig(ComponentConfig):
+    """One experiment tracker (``[[loggers]]``): ``kind`` (``csv``, ``tensorboard``, ``mlflow``,
+    ``wandb`` or a plugin's) and its options; see :mod:`vaecore.loggers`. Loggers do not change
+    what a run computes: a resumed run or a reused sweep point may add or change them."""
+
+    component_role: ClassVar[str] = "logger"
+    kind: str = "csv"
+    every_n_steps: int = attrs.field(default=50, validator=v.gt(0))
+    """log the step's terms every this many optimiser steps (the epoch's values every epoch)"""
+    image_every: int = attrs.field(default=1, validator=v.ge(0))
+    """log grids of prior samples and test reconstructions every this many epochs (0: never;
+    only for image inputs)"""
+    options: Any = None
+    component: Component | None = attrs.field(default=None, eq=False, repr=False)
+
+
+@attrs.define(kw_only=True)
 class PluginEntry:
     """One entry of the stack: the plugin's name, its id in this run and its validated options."""
 
@@ -323,6 +349,7 @@ class Config:
     model: ModelConfig = attrs.field(factory=ModelConfig)
     train: TrainConfig = attrs.field(factory=TrainConfig)
     eval: EvalConfig = attrs.field(factory=EvalConfig)
+    loggers: list[LoggerConfig] = attrs.field(factory=list)
     plugins: list[PluginEntry] = attrs.field(factory=list)
 
 

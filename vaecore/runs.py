@@ -282,6 +282,16 @@ class RunDir:
         kept = [r for r in records if r["epoch"] <= last_epoch]
         atomic_write_bytes(self.metrics, "".join(json.dumps(r) + "\n" for r in kept).encode())
 
+    @property
+    def manifest(self) -> Path:
+        """``run.json``: input shape, training-set size, versions, git commit (:mod:`vaecore.provenance`)."""
+        return self.path / "run.json"
+
+    @property
+    def data_sample(self) -> Path:
+        """``data_sample.npz``: a seeded sample of the test split for analysis without the data."""
+        return self.path / "data_sample.npz"
+
     def evaluation_file(self, checkpoint: Path, split: str, nll_samples: int) -> Path:
         """Where ``vaecore eval`` writes: ``evals/<checkpoint>-<split>-k<K>.json``, one file per
         checkpoint, split and K, beside (never over) the ``eval.json`` that ended training."""

@@ -8,7 +8,7 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,13 +23,15 @@ from vaecore.data import Dataset, load_dataset
 from vaecore.errors import CheckpointError, ConfigError, NonFiniteError
 from vaecore.evaluation import evaluate_checkpoint
 from vaecore.hooktypes import Batch, StepContext, set_context
+from vaecore.loggers import LoggerGroup
 from vaecore.model import VAE
 from vaecore.objectives import warmup_factor
 from vaecore.plugin_manager import PluginRegistry
-from vaecore.restore import LoadedRun, load_run, restore_model
+from vaecore.provenance import manifest, write_manifest, write_sample
+from vaecore.restore import LoadedRun, load_run, plugin_states, restore_model
 from vaecore.runs import RunDir
 
-COSMETIC_CHANGES: frozenset[tuple[str, ...]] = frozenset({("train", "progress"), ("train", "threads")})
+COSMETIC_CHANGES: frozenset[tuple[str, ...]] = frozenset({("train", "progress"), ("train", "threads"), ("loggers",)})
 """Config keys that do not change what a run computes."""
 RESUMABLE_CHANGES = COSMETIC_CHANGES | {("train", "epochs")}
 """Config keys that may differ between a run and its resumption (each change is recorded)."""
@@ -232,6 +234,8 @@ class Trainer:
             torch.manual_seed(config.train.seed + 7919 * self.group.rank)  # each process its own noise
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.train.lr)
         self.ctx = StepContext(model=self.model)
+        self.loggers = LoggerGroup([], self.run.path)
+        """The run's ``[[loggers]]``, made when :meth:`fit` starts (main process only)."""
         self.steps_per_epoch = self.model.info.steps_per_epoch
         self.epoch = 0
         self.committed_epoch = 0
@@ -272,11 +276,7 @@ class Trainer:
                 "stopped": self.stopped,
                 "resumes": self.resumes,
             },
-            "plugin_state": {
-                pid: cast(Any, plugin).state_dict()
-                for pid, plugin in self.model.stack.plugins.items()
-                if pid not in self.model.plugins and callable(getattr(plugin, "state_dict", None))
-            },
+            "plugin_state": plugin_states(self.model),
             "config": config_to_dict(self.config),
             "loop": self.loop.state_dict() if self.loop is not None else {},
         }
@@ -351,6 +351,7 @@ class Trainer:
                 )
                 self.run.clear_uncommitted()
             self.run.create(self.config)
+            self._record_provenance()
 
     def _nothing_to_resume(self) -> CheckpointError:
         return CheckpointError(
@@ -397,6 +398,13 @@ class Trainer:
             for r in self.resumes
         ]
         self.run.create(self.config, notes)
+        if not self.run.manifest.exists():  # a run folder of an older vaecore
+            self._record_provenance()
+
+    def _record_provenance(self) -> None:
+        """``run.json`` and ``data_sample.npz``: what loading the run needs without its data."""
+        write_manifest(self.run.manifest, manifest(self.config, self.dataset, self.registry))
+        write_sample(self.run.data_sample, self.dataset.test)
 
     def _finish_commit(self, state: dict[str, Any]) -> None:
         """Write what the commit of the checkpointed epoch lacks: the ``best.pt`` and kept
@@ -421,12 +429,20 @@ class Trainer:
             raise self._nothing_to_resume()
         lock: contextlib.AbstractContextManager[Any] = self.run.lock() if self.group.main else contextlib.nullcontext()
         with lock:
+            self.loggers = LoggerGroup(self.config.loggers if self.group.main else [], self.run.path)
+            status = "failed"
             try:
                 self._start(resume)
+                self.loggers.start(config_to_dict(self.config))
                 self._train()
                 results = self.final_evaluation()
+                self.loggers.final(results, self.ctx.step)
+                status = "success"
             except KeyboardInterrupt as exc:
+                status = "interrupted"
                 raise TrainingInterrupted(self._interrupted_hint()) from exc
+            finally:
+                self.loggers.finalize(status)
         distributed.shutdown(self.group)
         return results
 
@@ -466,11 +482,43 @@ class Trainer:
             if self.group.main:
                 self._commit(record, state, improved)
                 self._report(record)
+                self.loggers.epoch(record, self.ctx.step, self.epoch, self._image_grids)
             distributed.barrier(self.group)
             overall.update(1)
             if stops and self.group.main:
                 tqdm.write(f"stopping after epoch {self.epoch}: {self.stopped}")
         overall.close()
+
+    @torch.no_grad()
+    def _image_grids(self) -> dict[str, Any]:
+        """Grids of 16 prior samples and of 8 seeded test inputs above their reconstructions, for
+        the loggers (none when the inputs are not images); drawn from their own seeded stream,
+        so logging images does not change the training's random numbers."""
+        from vaecore.analysis.commands import shown_inputs
+        from vaecore.analysis.figures import image_shape
+        from vaecore.loggers import image_grid
+
+        shape = image_shape(self.model.input_shape)
+        if shape is None:
+            return {}
+        model, was_training = self.model, self.model.training
+        model.eval()
+        devices = [self.device] if self.device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(self.config.train.seed)
+                samples = model.sample_prior(16).cpu()
+                rows = shown_inputs(self.dataset.test, 8, self.config.eval.seed)
+                x = self.dataset.test.x[rows].to(self.device)
+                ctx = model.context(training=False)
+                mean = model.encode(x, ctx)[0].mean
+                recon = model.likelihood.mean(model.decode(model.latent_map(mean, ctx), x)).cpu()
+        finally:
+            model.train(was_training)
+        return {
+            "prior_samples": image_grid(samples, shape, columns=8),
+            "reconstructions": image_grid(torch.cat([x.cpu(), recon]), shape, columns=8),
+        }
 
     @property
     def _progress(self) -> bool:
@@ -572,6 +620,8 @@ class Trainer:
             set_context(ctx, step=ctx.step + 1)
             stack.on_step_end(ctx)
             acc.add(names, values, batch.x.shape[0])
+            if self.loggers:
+                self.loggers.step(ctx.step, names, values)
             if i % 50 == 0 and not bar.disable:  # tqdm leaves disable at None on a terminal
                 bar.set_postfix({name: f"{float(value.detach()):.3f}" for name, value in zip(names[:4], values[:4])})
         bar.close()

@@ -81,7 +81,9 @@ def run_analysis(args: argparse.Namespace) -> int:
     else:
         result = commands.lso(loaded, out, args.n, args.inits, args.iterations, args.lr, tuple(args.thresholds), seed)
     result["checkpoint"] = str(loaded.source)
-    target = out / f"{args.command}.json"
+    result["data"] = loaded.data_source
+    # one result file per interpolation path, beside its figure
+    target = out / (f"interpolate_{args.path}.json" if args.command == "interpolate" else f"{args.command}.json")
     try:
         atomic_write_bytes(target, (json.dumps(result, indent=1) + "\n").encode())
     except OSError as exc:

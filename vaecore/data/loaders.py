@@ -223,12 +223,10 @@ def synthetic(name: str) -> Callable[..., Dataset]:
 def load_dataset(cfg: DataConfig) -> Dataset:
     """The dataset a config names (a registered dataset component), with the configured label
     selection, binarization and subsets applied."""
-    ds = cfg.build(data=cfg)
-    if not isinstance(ds, Dataset):
-        raise DataError(
-            f"data.name = {cfg.name!r} ({cfg.chosen.origin}): the loader returned {type(ds).__name__}, "
-            "not a vaecore.data.Dataset"
-        )
+    from vaecore.data.external import as_dataset
+
+    where = f"data.name = {cfg.name!r} ({cfg.chosen.origin})"
+    ds = as_dataset(cfg.build(data=cfg), where, cfg.valid_holdout, cfg.seed)
     if cfg.digits is not None:
         ds = select_labels(ds, cfg.digits)
     ds = binarize(ds, cfg.binarize, cfg.seed)
