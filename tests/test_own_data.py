@@ -3,13 +3,15 @@ of images, each trained in a test, with the errors a user makes reported in one 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import TensorDataset
 
 from vaecore import DataError
-from vaecore.data import from_torch
+from vaecore.data import from_torch, load_dataset
 from vaecore.data.splits import draw_rows
 from vaecore.testing import load, tiny_config
 from vaecore.trainer import Trainer
@@ -109,15 +111,11 @@ def test_an_rgb_image_folder_resized(tmp_path):
     _write_folder(root, "valid", ["a"], 2, size=(10, 12), mode="RGB")
     _write_folder(root, "test", ["a"], 2, size=(10, 12), mode="RGB")
     config = load(tiny_config(data={"name": "image_folder", "path": str(root), "channels": 3, "size": [6, 5]}))
-    from vaecore.data import load_dataset
-
     data = load_dataset(config.data)
     assert data.input_shape == (3, 6, 5) and len(data.valid) == 2
 
 
 def test_bad_image_folders_are_one_line(tmp_path):
-    from vaecore.data import load_dataset
-
     def loaded(root, **options):
         return load_dataset(load(tiny_config(data={"name": "image_folder", "path": str(root), **options})).data)
 
@@ -140,3 +138,42 @@ def test_bad_image_folders_are_one_line(tmp_path):
         loaded(root)
     with pytest.raises(DataError, match=r"data.path: .*nowhere is not a folder"):
         loaded(tmp_path / "nowhere")
+
+
+def _anonymous_mib() -> float:
+    """This process's anonymous resident memory (file-backed pages of a memory map excluded)."""
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("RssAnon:")) / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc/self/status (Linux)")
+def test_a_large_uint8_file_stays_on_disk_and_is_read_batch_by_batch(tmp_path):
+    rng = np.random.default_rng(0)
+    sizes = {"train": 30_000, "valid": 1_000, "test": 1_000}
+    for split, n in sizes.items():
+        np.save(tmp_path / f"x_{split}.npy", rng.integers(0, 256, (n, 784), dtype=np.uint8))
+        np.save(tmp_path / f"y_{split}.npy", rng.integers(0, 10, n))
+    first_rows = np.load(tmp_path / "x_train.npy", mmap_mode="r")[:100].astype(np.float32) / 255
+    config = load(tiny_config(data={"name": "npy", "path": str(tmp_path)}, train={"epochs": 1, "batch_size": 500}))
+    before = _anonymous_mib()
+    data = load_dataset(config.data)
+    grown = _anonymous_mib() - before
+    as_float32 = 30_000 * 784 * 4 / 2**20  # 90 MiB
+    assert data.train.x.dtype == torch.uint8 and grown < 10, f"{grown:.1f} MiB read into memory"
+    assert as_float32 > 80
+    batch = next(data.train.batches(100))
+    assert batch.x.dtype == torch.float32
+    np.testing.assert_allclose(batch.x.numpy(), first_rows, rtol=0, atol=1e-7)
+    trainer = Trainer(config, tmp_path / "run", dataset=data)
+    results = trainer.fit()
+    assert np.isfinite(results["elbo"]) and data.train.x.dtype == torch.uint8  # never converted as a whole
+
+
+def test_a_npy_folder_without_its_validation_file_is_refused(tmp_path):
+    np.save(tmp_path / "x_train.npy", np.zeros((10, 4), dtype=np.uint8))
+    np.save(tmp_path / "x_test.npy", np.zeros((10, 4), dtype=np.uint8))
+    with pytest.raises(DataError, match=r"has no x_valid.npy \(data.name = 'npy' needs x_train, x_valid and x_test\)"):
+        load_dataset(load(tiny_config(data={"name": "npy", "path": str(tmp_path)})).data)
+    np.save(tmp_path / "x_valid.npy", np.zeros((10, 5), dtype=np.uint8))
+    with pytest.raises(DataError, match=r"splits have different input shapes"):
+        load_dataset(load(tiny_config(data={"name": "npy", "path": str(tmp_path)})).data)

@@ -45,8 +45,8 @@ def check_ignored_settings(config: Config, stack: PluginStack) -> None:
 
 def check_fit(config: Config, dataset: Dataset) -> None:
     """Refuse a dataset that the configured likelihood cannot model."""
-    splits = (dataset.train.x, dataset.valid.x, dataset.test.x)
-    lo, hi = min(float(x.min()) for x in splits), max(float(x.max()) for x in splits)
+    ranges = [split.value_range() for split in (dataset.train, dataset.valid, dataset.test)]
+    lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
     problem = config.model.likelihood.build(input_shape=dataset.input_shape).check_data(dataset.binary, lo, hi)
     if problem:
         raise DataError(f"data {dataset.name!r} does not fit model.likelihood: {problem}")

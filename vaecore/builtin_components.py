@@ -6,7 +6,7 @@ import functools
 
 from vaecore.components import BUILTIN, Component, ComponentRegistry, plugin_components
 from vaecore.data import loaders
-from vaecore.data.external import ImageFolderOptions, load_image_folder
+from vaecore.data.external import ImageFolderOptions, load_image_folder, load_npy_folder
 from vaecore.data.synthetic import SYNTHETIC
 from vaecore.hookspecs import HOOK_API_VERSION, hookimpl
 from vaecore.likelihoods import Bernoulli, Gaussian, Laplace
@@ -60,6 +60,9 @@ class BuiltinComponents:
             Component("likelihood", "gaussian", Gaussian, doc="Gaussian per pixel (scale, learn_scale)"),
             Component("likelihood", "laplace", Laplace, doc="Laplace per pixel (scale, learn_scale)"),
             *(Component("dataset", name, load, doc=doc) for name, (load, doc) in datasets.items()),
+            Component(
+                "dataset", "npy", load_npy_folder, doc="a folder of .npy splits, memory-mapped (uint8 stays on disk)"
+            ),
             Component(
                 "dataset",
                 "image_folder",

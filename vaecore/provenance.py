@@ -101,7 +101,7 @@ def write_sample(path: Path, test: Split) -> None:
     from vaecore.data.splits import draw_rows
 
     rows = draw_rows(len(test), min(SAMPLE_ROWS, len(test)), SAMPLE_SEED, test.y)
-    x = test.x[rows].numpy()
+    x = test.inputs(rows).numpy()
     binary = bool(((x == 0) | (x == 1)).all())
     arrays: dict[str, np.ndarray] = {"x": x.astype(np.uint8) if binary else x, "rows": rows.numpy()}
     if test.y is not None:

@@ -182,7 +182,7 @@ class TrainLoop:
         train = self._trainer.dataset.train
         size = min(self._trainer.config.train.batch_size, len(train))
         index = torch.randperm(len(train), generator=self._generator)[:size]
-        return self._trainer._to_device(Batch(train.x[index], index, None if train.y is None else train.y[index]))
+        return self._trainer._to_device(Batch(train.inputs(index), index, None if train.y is None else train.y[index]))
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self._generator.get_state()}
@@ -226,7 +226,7 @@ class Trainer:
             self.scaler = torch.amp.GradScaler("cuda")
         self.model.precision = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}[config.train.precision]
         if config.train.compile:
-            compile_networks(self.model, self.dataset.train.x[:2].to(self.device))
+            compile_networks(self.model, self.dataset.train.inputs(slice(0, 2)).to(self.device))
         self.forward: torch.nn.Module = self.model
         if self.group.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -509,7 +509,7 @@ class Trainer:
                 torch.manual_seed(self.config.train.seed)
                 samples = model.sample_prior(16).cpu()
                 rows = shown_inputs(self.dataset.test, 8, self.config.eval.seed)
-                x = self.dataset.test.x[rows].to(self.device)
+                x = self.dataset.test.inputs(rows).to(self.device)
                 ctx = model.context(training=False)
                 mean = model.encode(x, ctx)[0].mean
                 recon = model.likelihood.mean(model.decode(model.latent_map(mean, ctx), x)).cpu()

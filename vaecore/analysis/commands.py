@@ -85,7 +85,7 @@ def sample(loaded: LoadedRun, out: Path, n: int = 64, seed: int = 0) -> dict[str
     torch.manual_seed(seed)
     samples = model.sample_prior(n)
     shown = shown_inputs(test, n, seed)
-    x = test.x[shown]
+    x = test.inputs(shown)
     recon = decode_mean(model, posterior_means(model, Split(x)))
     files = [
         _grid(loaded, samples, out / "samples.png", max(1, int(n**0.5)), "prior samples"),
@@ -178,7 +178,7 @@ def interpolate(
             from vaecore.errors import VaecoreError
 
             raise VaecoreError(f"{name} {i}: the test split has {len(test)} inputs (0 to {len(test) - 1})")
-    mu, sigma = gaussian_params(model, Split(test.x[[start, end]]))
+    mu, sigma = gaussian_params(model, Split(test.inputs([start, end])))
     t = torch.linspace(0, 1, steps)
     fine = torch.linspace(0, 1, 2001)
     paths = {"fisher-rao": fisher_rao_geodesic, "euclidean": euclidean_path}
@@ -188,7 +188,7 @@ def interpolate(
         eps = torch.randn(model.latent_dim, generator=torch.Generator().manual_seed(seed))
         y = (m + s * eps).float()
     images = decode_mean(model, y)
-    ends = torch.cat([test.x[[start]], images, test.x[[end]]])
+    ends = torch.cat([test.inputs([start]), images, test.inputs([end])])
     files = [_grid(loaded, ends, out / f"interpolate_{path}.png", 1, f"{path} path, decoding {decode}s")]
     lengths = {
         name: float(fisher_rao_length(*fn(mu[0], sigma[0], mu[1], sigma[1], fine))) for name, fn in paths.items()
@@ -293,7 +293,7 @@ def lso(
     codes reached from different random initialisations."""
     model = loaded.model
     held_out = shown_inputs(loaded.dataset.test, n, seed)
-    x = loaded.dataset.test.x[held_out]
+    x = loaded.dataset.test.inputs(held_out)
     ctx = model.context(training=False)
     for p in model.parameters():
         p.requires_grad_(False)

@@ -17,7 +17,7 @@ import torch
 
 from vaecore import validators as v
 from vaecore.data.loaders import dataset_from_arrays
-from vaecore.data.splits import Dataset, draw_rows
+from vaecore.data.splits import Dataset, Split, draw_rows
 from vaecore.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
@@ -180,3 +180,47 @@ def load_image_folder(data: Any, options: ImageFolderOptions) -> Dataset:
     if named and len({tuple(c) for c in named.values()}) != 1:
         raise DataError(f"{root}: the splits have different class folders: {named}")
     return dataset_from_arrays(hold_out(arrays, data.valid_holdout, data.seed, str(root)), root.name, str(root))
+
+
+# a folder of .npy files, memory-mapped -----------------------------------------------------------
+
+
+def load_npy_folder(data: Any) -> Dataset:
+    """``data.path`` holding ``x_train.npy``, ``x_valid.npy``, ``x_test.npy`` and optional
+    ``y_*.npy``, memory-mapped: ``uint8`` inputs stay on disk as they are and are read and
+    scaled to [0, 1] batch by batch (other dtypes are read into memory as float32). The validation
+    split must be its own file: holding rows out of a memory-mapped array would copy it."""
+    from vaecore.data.loaders import _check_inputs, _labels, _to_float
+
+    if not data.path:
+        raise DataError("data.path: required when data.name = 'npy' (the folder of x_train.npy, x_valid.npy, ...)")
+    root = Path(data.path)
+    if not root.is_dir():
+        raise DataError(f"data.path: {root} is not a folder")
+    splits = {}
+    for split in ("train", "valid", "test"):
+        path = root / f"x_{split}.npy"
+        if not path.is_file():
+            raise DataError(f"{root}: has no x_{split}.npy (data.name = 'npy' needs x_train, x_valid and x_test)")
+        try:
+            array = np.load(path, mmap_mode="c", allow_pickle=False)  # copy-on-write: nothing read yet
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: not a readable .npy file ({exc})") from exc
+        _check_inputs(array, str(path))
+        x = torch.from_numpy(array) if array.dtype == np.uint8 else _to_float(np.asarray(array), str(path))
+        labels = root / f"y_{split}.npy"
+        y = _labels(np.load(labels, allow_pickle=False), str(labels)) if labels.is_file() else None
+        if y is not None and len(y) != len(x):
+            raise DataError(f"{labels}: has {len(y)} rows but x_{split}.npy has {len(x)}")
+        splits[split] = Split(x, y)
+    shapes = {tuple(s.x.shape[1:]) for s in splits.values()}
+    if len(shapes) != 1:
+        raise DataError(f"{root}: splits have different input shapes {sorted(shapes)}")
+    binary = all(_is_binary(s.x) for s in splits.values())
+    return Dataset(name=root.name, train=splits["train"], valid=splits["valid"], test=splits["test"], binary=binary)
+
+
+def _is_binary(x: torch.Tensor, chunk: int = 4096) -> bool:
+    """Whether every input is 0 or 1 on the model's scale (uint8: 0 or 255), read in chunks."""
+    high = 255 if x.dtype == torch.uint8 else 1
+    return all(bool(((part == 0) | (part == high)).all()) for part in torch.split(x, chunk))

@@ -219,17 +219,17 @@ def binarize(ds: Dataset, mode: str, seed: int) -> Dataset:
     if mode == "none":
         return ds
     for name in ("train", "valid", "test"):
-        x = ds.split(name).x
-        if len(x) and (float(x.min()) < 0 or float(x.max()) > 1):
+        lo, hi = ds.split(name).value_range()
+        if lo < 0 or hi > 1:
             raise DataError(
                 f"data.binarize = {mode!r} needs intensities in [0, 1]; the {name} split of {ds.name!r} "
-                f"spans [{float(x.min()):g}, {float(x.max()):g}]"
+                f"spans [{lo:g}, {hi:g}]"
             )
     fixed = {
-        name: torch.bernoulli(ds.split(name).x, generator=split_generator(seed, name))
+        name: torch.bernoulli(ds.split(name).inputs(), generator=split_generator(seed, name))
         for name in ("train", "valid", "test")
     }
-    train = Split(fixed["train"], ds.train.y, probs=ds.train.x if mode == "dynamic" else None)
+    train = Split(fixed["train"], ds.train.y, probs=ds.train.inputs() if mode == "dynamic" else None)
     return Dataset(
         name=ds.name,
         train=train,

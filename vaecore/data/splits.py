@@ -29,9 +29,19 @@ def draw_rows(total: int, n: int, seed: int, labels: torch.Tensor | None = None)
     return torch.from_numpy(np.sort(np.concatenate(picked)))
 
 
+def as_float(x: torch.Tensor) -> torch.Tensor:
+    """Inputs as the model sees them: float32; ``uint8`` storage (intensities 0-255, as a lazily
+    loaded file keeps them) scaled to [0, 1]."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
+
+
 @attrs.frozen
 class Split:
     """One split of a dataset: inputs ``x`` ``(N, *shape)`` as float32 and optional labels ``y``.
+
+    ``x`` may also be ``uint8`` (intensities 0-255, e.g. memory-mapped from an ``.npy`` file by
+    ``data.name = "npy"``): then it is converted batch by batch (:meth:`inputs`, :meth:`batches`),
+    never held as float32 as a whole.
 
     ``probs`` (dynamic binarization, train split only): the intensities that ``batches`` re-draws
     each batch from when given a generator, x ~ Bernoulli(probs), so every epoch (the trainer seeds
@@ -45,6 +55,17 @@ class Split:
 
     def __len__(self) -> int:
         return self.x.shape[0]
+
+    def value_range(self) -> tuple[float, float]:
+        """The smallest and largest input value, on the model's scale (uint8 storage / 255)."""
+        if not len(self):
+            return 0.0, 0.0
+        scale = 255.0 if self.x.dtype == torch.uint8 else 1.0
+        return float(self.x.min()) / scale, float(self.x.max()) / scale
+
+    def inputs(self, index: torch.Tensor | slice | list[int] | None = None) -> torch.Tensor:
+        """The inputs at ``index`` (all when None) as float32 (see :func:`as_float`)."""
+        return as_float(self.x if index is None else self.x[index])
 
     @property
     def index(self) -> torch.Tensor:
@@ -79,12 +100,14 @@ class Split:
         if generator is None:
             for start in range(0, n, batch_size):
                 index = torch.arange(start, min(start + batch_size, n))
-                yield Batch(self.x[start : start + batch_size], index, None if self.y is None else self.y[index])
+                yield Batch(
+                    self.inputs(slice(start, start + batch_size)), index, None if self.y is None else self.y[index]
+                )
             return
         order = torch.randperm(n, generator=generator)
         for start in range(0, n, batch_size):
             index = order[start : start + batch_size]
-            x = self.x[index] if self.probs is None else torch.bernoulli(self.probs[index], generator=generator)
+            x = self.inputs(index) if self.probs is None else torch.bernoulli(self.probs[index], generator=generator)
             yield Batch(x, index, None if self.y is None else self.y[index])
 
     def num_batches(self, batch_size: int) -> int:

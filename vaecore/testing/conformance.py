@@ -274,7 +274,7 @@ class PluginConformance:
         model = build_model(config, conformance_dataset, registry)
         stack, d = model.stack, config.model.latent_dim
         split = conformance_dataset.train.head(16)
-        x = split.x
+        x = split.inputs()
         b, k = x.shape[0], 2
         batch = Batch(x, torch.arange(b), split.y)
         model.train()
