@@ -18,6 +18,9 @@ def _run_argument(parser: argparse.ArgumentParser, add_set: Callable[[argparse.A
     parser.add_argument("--checkpoint", type=Path, metavar="PATH", help="default: checkpoints/best.pt")
     parser.add_argument("--out", type=Path, metavar="DIR", help="default: RUN/analysis/<command>")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
+    parser.add_argument(
+        "--format", default="png", metavar="F1,F2", help="figure formats besides PNG, e.g. png,pdf (default: png)"
+    )
     add_set(parser)
 
 
@@ -58,7 +61,7 @@ def add_analysis_parsers(sub: Any, add_set: Callable[[argparse.ArgumentParser], 
 
 
 def run_analysis(args: argparse.Namespace) -> int:
-    from vaecore.analysis import commands
+    from vaecore.analysis import commands, figures
     from vaecore.cli import check_out_folder, os_error_message
     from vaecore.errors import CheckpointError
     from vaecore.restore import load_run
@@ -70,16 +73,22 @@ def run_analysis(args: argparse.Namespace) -> int:
     check_out_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     seed = args.seed
-    if args.command == "sample":
-        result = commands.sample(loaded, out, args.n, seed)
-    elif args.command == "traverse":
-        result = commands.traverse(loaded, out, args.input, args.dims, args.radius, args.steps, args.zero_dims, seed)
-    elif args.command == "interpolate":
-        result = commands.interpolate(loaded, out, args.start, args.end, args.path, args.steps, args.decode, seed)
-    elif args.command == "analyze":
-        result = commands.analyze(loaded, out, args.probe_train, seed)
-    else:
-        result = commands.lso(loaded, out, args.n, args.inits, args.iterations, args.lr, tuple(args.thresholds), seed)
+    caption = f"run {loaded.run.path.name}, {loaded.source.name} (epoch {loaded.state.get('epoch')})"
+    with figures.styled(tuple(f.strip() for f in args.format.split(",") if f.strip()), caption):
+        if args.command == "sample":
+            result = commands.sample(loaded, out, args.n, seed)
+        elif args.command == "traverse":
+            result = commands.traverse(
+                loaded, out, args.input, args.dims, args.radius, args.steps, args.zero_dims, seed
+            )
+        elif args.command == "interpolate":
+            result = commands.interpolate(loaded, out, args.start, args.end, args.path, args.steps, args.decode, seed)
+        elif args.command == "analyze":
+            result = commands.analyze(loaded, out, args.probe_train, seed)
+        else:
+            result = commands.lso(
+                loaded, out, args.n, args.inits, args.iterations, args.lr, tuple(args.thresholds), seed
+            )
     result["checkpoint"] = str(loaded.source)
     result["data"] = loaded.data_source
     # one result file per interpolation path, beside its figure

@@ -70,12 +70,12 @@ def decode_mean(model: VAE, y: torch.Tensor) -> torch.Tensor:
 
 def _grid(
     loaded: LoadedRun, images: torch.Tensor, path: Path, rows: int, title: str, labels: list[str] | None = None
-) -> str | None:
+) -> list[str]:
+    """The files of an image grid, none when the inputs are not images."""
     shape = figures.image_shape(loaded.model.input_shape)
     if shape is None:
-        return None
-    figures.image_grid(images, shape, path, rows, title, labels)
-    return path.name
+        return []
+    return figures.image_grid(images, shape, path, rows, title, labels)
 
 
 def sample(loaded: LoadedRun, out: Path, n: int = 64, seed: int = 0) -> dict[str, Any]:
@@ -87,19 +87,25 @@ def sample(loaded: LoadedRun, out: Path, n: int = 64, seed: int = 0) -> dict[str
     shown = shown_inputs(test, n, seed)
     x = test.inputs(shown)
     recon = decode_mean(model, posterior_means(model, Split(x)))
-    files = [
-        _grid(loaded, samples, out / "samples.png", max(1, int(n**0.5)), "prior samples"),
-        _grid(loaded, torch.cat([x[:16], recon[:16]]), out / "reconstructions.png", 2, "test inputs / reconstructions"),
-    ]
+    files = _grid(loaded, samples, out / "samples.png", max(1, int(n**0.5)), f"{n} prior samples (decoder means)")
+    files += _grid(
+        loaded,
+        torch.cat([x[:16], recon[:16]]),
+        out / "reconstructions.png",
+        2,
+        "test inputs (top) and their reconstructions (bottom)",
+        ["input", "recon."],
+    )
     if figures.image_shape(model.input_shape) is None and x.flatten(1).shape[1] == 2:
-        figures.scatter({"test data": (x, None), "prior samples": (samples, None)}, out / "samples.png", "samples")
-        files = ["samples.png"]
+        files = figures.scatter(
+            {"test data": (x, None), "prior samples": (samples, None)}, out / "samples.png", "samples", ("x1", "x2")
+        )
     bce = float((recon - x).abs().flatten(1).sum(-1).mean())
     return {
         "n": n,
         "seed": seed,
         "inputs": shown.tolist(),
-        "figures": [f for f in files if f],
+        "figures": files,
         "mean_abs_reconstruction_error": bce,
         "samples": samples.flatten(1).tolist(),
     }
@@ -132,7 +138,8 @@ def traverse(
         codes.append(y)
     images = decode_mean(model, torch.cat(codes))
     labels = [f"dim {d}" for d in chosen]
-    files = [_grid(loaded, images, out / "traverse.png", len(chosen), f"traversals of test input {index}", labels)]
+    title = f"traversals of test input {index}, the {len(chosen)} most active dimensions from -{radius:g} to {radius:g}"
+    files = _grid(loaded, images, out / "traverse.png", len(chosen), title, labels)
     zero = [d for d in range(model.latent_dim) if activity[d] < ACTIVE] if zero_dims is None else zero_dims
     gen = torch.Generator().manual_seed(seed)
     direction = torch.randn(model.latent_dim, generator=gen)
@@ -140,14 +147,12 @@ def traverse(
     if direction.norm() > 0:
         direction = direction / direction.norm()
     line = values[:, None] * direction
-    files.append(
-        _grid(
-            loaded,
-            decode_mean(model, line),
-            out / "random_direction.png",
-            1,
-            f"random direction, {len(zero)} dimensions fixed to zero",
-        )
+    files += _grid(
+        loaded,
+        decode_mean(model, line),
+        out / "random_direction.png",
+        1,
+        f"random direction, {len(zero)} dimensions fixed to zero",
     )
     return {
         "index": index,
@@ -157,7 +162,7 @@ def traverse(
         "values": values.tolist(),
         "zero_dims": zero,
         "direction": direction.tolist(),
-        "figures": [f for f in files if f],
+        "figures": files,
     }
 
 
@@ -182,17 +187,22 @@ def interpolate(
     t = torch.linspace(0, 1, steps)
     fine = torch.linspace(0, 1, 2001)
     paths = {"fisher-rao": fisher_rao_geodesic, "euclidean": euclidean_path}
-    m, s = paths[path](mu[0], sigma[0], mu[1], sigma[1], t)
-    y = m.float()
-    if decode == "sample":
-        eps = torch.randn(model.latent_dim, generator=torch.Generator().manual_seed(seed))
-        y = (m + s * eps).float()
-    images = decode_mean(model, y)
-    ends = torch.cat([test.inputs([start]), images, test.inputs([end])])
-    files = [_grid(loaded, ends, out / f"interpolate_{path}.png", 1, f"{path} path, decoding {decode}s")]
     lengths = {
         name: float(fisher_rao_length(*fn(mu[0], sigma[0], mu[1], sigma[1], fine))) for name, fn in paths.items()
     }
+    eps = torch.randn(model.latent_dim, generator=torch.Generator().manual_seed(seed))
+    rows, labels, chosen = [], [], None
+    for name, fn in paths.items():  # both paths in one figure, each labelled with its length
+        pm, ps = fn(mu[0], sigma[0], mu[1], sigma[1], t)
+        y = (pm + ps * eps).float() if decode == "sample" else pm.float()
+        rows.append(torch.cat([test.inputs([start]), decode_mean(model, y), test.inputs([end])]))
+        labels.append(f"{name}\nlength {lengths[name]:.2f}")
+        if name == path:
+            chosen = (pm, ps)
+    assert chosen is not None
+    m, s = chosen
+    title = f"test input {start} to {end}: Fisher-Rao lengths of the two paths, decoding {decode}s"
+    files = _grid(loaded, torch.cat(rows), out / "interpolate.png", len(rows), title, labels)
     return {
         "from": start,
         "to": end,
@@ -203,7 +213,7 @@ def interpolate(
         "sigma": s.tolist(),
         "fisher_rao_distance": float(fisher_rao_distance(mu[0], sigma[0], mu[1], sigma[1])),
         "fisher_rao_length": lengths,
-        "figures": [f for f in files if f],
+        "figures": files,
     }
 
 
@@ -223,40 +233,44 @@ def analyze(loaded: LoadedRun, out: Path, probe_train: int = 5000, seed: int = 0
     mu = posterior_means(model, data.test)
     activity = mu.var(0)
     order = torch.argsort(activity, descending=True)
-    figures.bar_chart(
+    files = figures.bar_chart(
         activity[order].tolist(),
         [str(int(d)) for d in order],
         out / "activity.png",
-        f"activity A_z (active: > {ACTIVE})",
+        f"activity A_z = Var_x E[y_z | x] on the test split (active: > {ACTIVE})",
         "variance of the posterior mean",
+        "latent dimension (sorted by activity)",
         log=True,
+        threshold=ACTIVE,
     )
     centred = mu - mu.mean(0)
     eigenvalues = torch.linalg.eigvalsh(centred.T @ centred / (len(mu) - 1)).flip(0).clamp(min=0)
-    figures.bar_chart(
+    files += figures.bar_chart(
         eigenvalues.tolist(),
         [str(i + 1) for i in range(len(eigenvalues))],
         out / "pca.png",
-        "PCA eigenvalues of the posterior means",
+        f"PCA eigenvalues of the posterior means (components: > {ACTIVE})",
         "eigenvalue",
+        "principal component",
         log=True,
+        threshold=ACTIVE,
     )
     result: dict[str, Any] = {
         "activity": activity.tolist(),
         "active_units": int((activity > ACTIVE).sum()),
         "pca_eigenvalues": eigenvalues.tolist(),
         "pca_components": int((eigenvalues > ACTIVE).sum()),
-        "figures": ["activity.png", "pca.png"],
+        "figures": files,
     }
     if model.latent_dim == 2:
         loc, sigma = gaussian_params(model, data.test)
         samples = loc + sigma * torch.randn_like(sigma)
-        figures.scatter(
-            {"aggregate posterior": (samples, data.test.y), "posterior means": (mu, data.test.y)},
+        result["figures"] += figures.scatter(
+            {"aggregate posterior (one y per input)": (samples, data.test.y), "posterior means": (mu, data.test.y)},
             out / "latent2d.png",
             "2-D latent space (test split)",
+            ("y1", "y2"),
         )
-        result["figures"].append("latent2d.png")
     kept = loaded.run.epoch_checkpoints()
     if kept and data.has_labels:
         train = data.train.sample(probe_train, seed)
@@ -265,15 +279,14 @@ def analyze(loaded: LoadedRun, out: Path, probe_train: int = 5000, seed: int = 0
             restore_model(model, load_checkpoint(path), path)
             curve.append((epoch, _probe_accuracy(model, train, data.test)))
         restore_model(model, loaded.state, loaded.source)
-        figures.line_chart(
+        result["figures"] += figures.line_chart(
             {"probe on g(mean)": ([e for e, _ in curve], [a for _, a in curve])},
             out / "probe_epochs.png",
-            "linear-probe accuracy during training",
+            f"linear-probe accuracy during training ({len(train)} training rows)",
             "epoch",
             "test accuracy",
         )
         result["probe_over_epochs"] = [{"epoch": e, "accuracy": a} for e, a in curve]
-        result["figures"].append("probe_epochs.png")
     return result
 
 
@@ -334,12 +347,12 @@ def lso(
         "encoder init": encoder_history.mean(-1),
     }
     its = list(range(1, iterations + 1))
-    figures.line_chart(
+    files = figures.line_chart(
         {k: (its, v.tolist()) for k, v in curves.items()},
         out / "lso.png",
-        "latent space optimisation (decoder frozen)",
+        f"latent space optimisation of {n} test inputs (decoder frozen, Adam lr {lr:g})",
         "iteration",
-        "-log p(x|z) per image",
+        "-log p(x|z) per image (nats)",
     )
     return {
         "n": n,
@@ -356,5 +369,5 @@ def lso(
             "encoder": float(encoder_history[-1].mean()),
         },
         "spread": {"std_across_inits": float(finals.std(0).mean()), "mean_pairwise_distance": float(pairwise)},
-        "figures": ["lso.png"],
+        "figures": files,
     }

@@ -1,14 +1,67 @@
-"""PNG figures for the analysis commands (matplotlib is the optional extra ``vaecore[plots]``)."""
+"""Figures of the analysis commands (matplotlib is the optional extra ``vaecore[plots]``).
+
+Every figure is saved as PNG (150 dpi) and in each extra format of :data:`STYLE` (``pdf``,
+``svg``: ``--format png,pdf``), with a title line naming the run and the checkpoint
+(:func:`styled`). Each function returns the names of the files it wrote.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import torch
 
 from vaecore.errors import VaecoreError
+
+FORMATS = ("png", "pdf", "svg")
+
+
+@attrs.define
+class Style:
+    """What every figure of the current command shares: its formats and its provenance line."""
+
+    formats: tuple[str, ...] = ("png",)
+    caption: str = ""
+
+
+STYLE = Style()
+
+
+@contextlib.contextmanager
+def styled(formats: tuple[str, ...] = ("png",), caption: str = "") -> Iterator[None]:
+    """Figures made inside the block are saved in ``formats`` with ``caption`` under the title."""
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise VaecoreError(f"--format {bad[0]}: not a figure format; choose from {', '.join(FORMATS)}")
+    old = attrs.evolve(STYLE)
+    STYLE.formats, STYLE.caption = tuple(dict.fromkeys(("png", *formats))), caption
+    try:
+        yield
+    finally:
+        STYLE.formats, STYLE.caption = old.formats, old.caption
+
+
+def _title(fig: Any, title: str) -> None:
+    text = f"{title}\n{STYLE.caption}" if STYLE.caption else title
+    fig.suptitle(text, fontsize=9)
+
+
+def _save(fig: Any, path: Path) -> list[str]:
+    """Save ``fig`` as ``path`` (PNG) and in the other formats; returns the file names."""
+    plt = pyplot()
+    fig.tight_layout()
+    names = []
+    for fmt in STYLE.formats:
+        target = path.with_suffix(f".{fmt}")
+        fig.savefig(target, dpi=150)
+        names.append(target.name)
+    plt.close(fig)
+    return names
 
 
 def pyplot() -> Any:
@@ -40,7 +93,7 @@ def image_grid(
     rows: int,
     title: str = "",
     row_labels: list[str] | None = None,
-) -> None:
+) -> list[str]:
     """Save ``images`` (N, ...) as a grid of ``rows`` rows of grey-scale pictures."""
     plt = pyplot()
     n = images.shape[0]
@@ -56,25 +109,37 @@ def image_grid(
     if row_labels:
         for r, label in enumerate(row_labels):
             axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _title(fig, title)
+    return _save(fig, path)
 
 
-def bar_chart(values: list[float], labels: list[str], path: Path, title: str, ylabel: str, log: bool = False) -> None:
+def bar_chart(
+    values: list[float],
+    labels: list[str],
+    path: Path,
+    title: str,
+    ylabel: str,
+    xlabel: str,
+    log: bool = False,
+    threshold: float | None = None,
+) -> list[str]:
+    """Bars with their labels; ``threshold`` is drawn as a dashed line with the count above it."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(4, 0.25 * len(values) + 1), 3))
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.25 * len(values) + 1.5), 3.4))
     ax.bar(range(len(values)), values, color="tab:blue")
     ax.set_xticks(range(len(values)), labels, fontsize=6, rotation=90)
     if log:
         ax.set_yscale("log")
-    ax.set_title(title, fontsize=9)
+    if threshold is not None:
+        above = sum(v > threshold for v in values)
+        ax.axhline(
+            threshold, color="tab:red", linestyle="--", linewidth=1, label=f"threshold {threshold:g} ({above} above)"
+        )
+        ax.legend(fontsize=7)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _title(fig, title)
+    return _save(fig, path)
 
 
 def line_chart(
@@ -84,32 +149,59 @@ def line_chart(
     xlabel: str,
     ylabel: str,
     log: bool = False,
-) -> None:
+) -> list[str]:
+    """One line per series, with a legend."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
     for label, (xs, ys) in series.items():
         ax.plot(xs, ys, label=label, marker="o" if len(xs) < 30 else None, markersize=3)
     if log:
         ax.set_yscale("log")
-    ax.set_title(title, fontsize=9)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _title(fig, title)
+    return _save(fig, path)
 
 
-def scatter(points: dict[str, tuple[torch.Tensor, torch.Tensor | None]], path: Path, title: str) -> None:
-    """Side-by-side 2-D scatter plots, each coloured by its labels when given."""
+def panels(
+    series: dict[str, dict[str, tuple[list[float], list[float]]]], path: Path, title: str, xlabel: str
+) -> list[str]:
+    """One panel per key (its y label), one line per run in each, a shared legend."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(points), figsize=(4 * len(points), 4), squeeze=False)
+    keys = list(series)
+    cols = min(3, len(keys))
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows + 0.6), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        for run, (xs, ys) in series[key].items():
+            ax.plot(xs, ys, label=run, marker="o" if len(xs) < 30 else None, markersize=2.5)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(key)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(keys) :]:
+        ax.set_visible(False)
+    _title(fig, title)
+    return _save(fig, path)
+
+
+def scatter(
+    points: dict[str, tuple[torch.Tensor, torch.Tensor | None]],
+    path: Path,
+    title: str,
+    axis_labels: tuple[str, str] = ("dimension 1", "dimension 2"),
+) -> list[str]:
+    """Side-by-side 2-D scatter plots, each coloured by its labels (with a class legend) when given."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(points), figsize=(4.2 * len(points), 4.4), squeeze=False)
     for ax, (name, (xy, labels)) in zip(axes.flat, points.items()):
         colours = None if labels is None else labels.numpy()
-        ax.scatter(xy[:, 0].numpy(), xy[:, 1].numpy(), c=colours, s=3, cmap="tab10", alpha=0.6)
+        dots = ax.scatter(xy[:, 0].numpy(), xy[:, 1].numpy(), c=colours, s=3, cmap="tab10", alpha=0.6)
+        if labels is not None:
+            ax.legend(*dots.legend_elements(), title="label", fontsize=6, title_fontsize=7, markerscale=0.8)
         ax.set_title(name, fontsize=9)
+        ax.set_xlabel(axis_labels[0])
+        ax.set_ylabel(axis_labels[1])
         ax.set_aspect("equal", adjustable="datalim")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _title(fig, title)
+    return _save(fig, path)
