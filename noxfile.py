@@ -19,6 +19,10 @@ nox.options.error_on_missing_interpreters = False
 
 
 def install_core(session: nox.Session, *extras: str) -> None:
+    # the setuptools that virtualenv seeds has been seen without its _distutils_hack module (its
+    # .pth then prints a traceback at every interpreter start, into the CLI tests' stderr): a
+    # reinstall from the index makes the session's setuptools whole
+    session.install("--force-reinstall", "--no-deps", "setuptools")
     session.install(*CONSTRAINTS, "-e", f".[{','.join(('test', *extras))}]")
 
 
