@@ -1,13 +1,16 @@
 """Generate the reference pages of the documentation from the code.
 
-    python docs/gen_pages.py           # rewrite docs/hooks.md, docs/config.md, docs/cli.md
+    python docs/gen_pages.py           # rewrite docs/hooks.md, docs/config.md, docs/cli.md, docs/api.md
     python docs/gen_pages.py --check   # exit 1 if any of them is out of date
 
 * ``hooks.md`` from ``vaecore/hookspecs.py`` (module docstring, each spec's signature and docstring)
   plus the table of when each hook runs below (a new hook without a row is an error);
 * ``config.md`` from the attrs classes of ``vaecore/config.py`` (types, defaults, validators and
   the attribute docstrings);
-* ``cli.md`` from the argparse parser of ``vaecore/cli.py``.
+* ``cli.md`` from the argparse parser of ``vaecore/cli.py``;
+* ``api.md`` from the docstrings and signatures of the public names of ``vaecore`` and
+  ``vaecore.analysis`` (grouped by :data:`API_GROUPS`; a public name in no group, or a public
+  method without a docstring, is an error).
 
 ``tests/test_docs.py`` fails when a generated page differs from what this script writes.
 """
@@ -454,7 +457,178 @@ def cli_page() -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
-PAGES: dict[str, Callable[[], str]] = {"hooks.md": hooks_page, "config.md": config_page, "cli.md": cli_page}
+# api.md ----------------------------------------------------------------------------------------
+
+API_GROUPS: dict[str, tuple[str, list[str]]] = {
+    "Training": (
+        "Read a config, train, or reuse a finished run.",
+        ["load_config", "Config", "Trainer", "train_or_reuse"],
+    ),
+    "Trained runs": (
+        "Open a run folder or an exported model, evaluate a checkpoint.",
+        ["load_run", "LoadedRun", "load_exported", "evaluate_checkpoint", "evaluate"],
+    ),
+    "The model": (
+        "The VAE and its distributions; passes over a split.",
+        [
+            "VAE",
+            "ForwardOutput",
+            "Posterior",
+            "DiagonalGaussian",
+            "Prior",
+            "StandardNormal",
+            "encode_split",
+            "device_batches",
+            "eval_mode",
+        ],
+    ),
+    "Writing plugins": (
+        "The hook markers and the types hooks receive and return (the contract: [Hook reference](hooks.md)).",
+        [
+            "hookimpl",
+            "hookspec",
+            "HOOK_API_VERSION",
+            "StepContext",
+            "Extras",
+            "ModelInfo",
+            "Batch",
+            "Bound",
+            "Term",
+            "EpochResult",
+            "Component",
+            "ComponentRegistry",
+            "PluginRegistry",
+            "PluginStack",
+        ],
+    ),
+    "Errors": (
+        "Every error the core reports as one line; the command line's exit code depends on the class.",
+        ["VaecoreError", "ConfigError", "PluginError", "DataError", "CheckpointError", "NonFiniteError"],
+    ),
+}
+"""The sections of api.md and the public names of ``vaecore`` in each (``__version__`` aside)."""
+
+MARKERS = {
+    "hookimpl": "pluggy's marker for a plugin's hook implementations: `@hookimpl def bound(self, out, ctx): ...`; "
+    "`@hookimpl(tryfirst=True)` etc. as in pluggy.",
+    "hookspec": "pluggy's marker of the hook specifications in `vaecore.hookspecs` (the core's side of the contract).",
+    "HOOK_API_VERSION": "the version of the hook contract this core implements (see [Hook reference](hooks.md)).",
+}
+"""What the public names that are not functions or classes are for."""
+
+
+def _annotation(annotation: Any) -> str:
+    if annotation is inspect.Parameter.empty:
+        return ""
+    return annotation if isinstance(annotation, str) else _type_text(annotation)
+
+
+def _default(value: Any, factory: Any) -> str:
+    """A default as source shows it: an attrs factory as its call, a function as ``...``."""
+    if value is attrs.NOTHING and isinstance(factory, attrs.Factory):  # type: ignore[arg-type]
+        made = factory.factory
+        return {list: "[]", dict: "{}"}.get(made, f"{getattr(made, '__name__', '...')}()")
+    return "..." if callable(value) else repr(value)
+
+
+def _signature(name: str, obj: Any) -> str:
+    """``name(params) -> return`` with the annotations as written in the source."""
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return name
+    fields = attrs.fields_dict(obj) if inspect.isclass(obj) and attrs.has(obj) else {}
+    params = []
+    for param in sig.parameters.values():
+        if param.name in ("self", "cls"):
+            continue
+        text = param.name
+        if param.kind is param.VAR_POSITIONAL:
+            text = "*" + text
+        elif param.kind is param.VAR_KEYWORD:
+            text = "**" + text
+        ann = _annotation(param.annotation)
+        text += f": {ann}" if ann else ""
+        if param.default is not param.empty:
+            field = fields.get(param.name.lstrip("_"))
+            default = _default(param.default, field.default if field is not None else None)
+            text += f" = {default}" if ann else f"={default}"
+        params.append(text)
+    ret = _annotation(sig.return_annotation)
+    return f"{name}({', '.join(params)})" + (f" -> {ret}" if ret and not inspect.isclass(obj) else "")
+
+
+def _members(cls: type) -> list[tuple[str, Any, str]]:
+    """The public methods and properties a class defines itself, with their docstrings."""
+    if getattr(cls, "_is_protocol", False) or issubclass(cls, BaseException):
+        return []  # a protocol's members are described by its docstring
+    members = []
+    for key, value in vars(cls).items():
+        if key.startswith("_"):
+            continue
+        target = value.fget if isinstance(value, property) else getattr(value, "__func__", value)
+        if not callable(target):
+            continue
+        doc = inspect.getdoc(target)
+        if not doc:
+            raise SystemExit(f"docs/gen_pages.py: {cls.__module__}.{cls.__qualname__}.{key} has no docstring")
+        shown = key if isinstance(value, property) else _signature(key, target)
+        members.append((shown, value, doc))
+    return members
+
+
+def _api_entry(module: str, name: str, obj: Any) -> list[str]:
+    if name in MARKERS:
+        return [f"### `{name}`", "", MARKERS[name], ""]
+    doc = inspect.getdoc(obj)
+    if not doc:
+        raise SystemExit(f"docs/gen_pages.py: {module}.{name} has no docstring")
+    protocol = inspect.isclass(obj) and getattr(obj, "_is_protocol", False)
+    shown = "*a protocol: any object with these members*" if protocol else f"`{_signature(name, obj)}`"
+    parts = [f"### `{name}`", "", shown, "", rst_to_md(doc), ""]
+    if inspect.isclass(obj):
+        for shown, value, member_doc in _members(obj):
+            kind = " *(property)*" if isinstance(value, property) else ""
+            parts += [f"#### `{name}.{shown}`{kind}", "", rst_to_md(member_doc), ""]
+    return parts
+
+
+def api_page() -> str:
+    import vaecore
+    import vaecore.analysis
+
+    grouped = [n for _, names in API_GROUPS.values() for n in names]
+    public = [n for n in vaecore.__all__ if n != "__version__"]
+    missing, unknown = sorted(set(public) - set(grouped)), sorted(set(grouped) - set(public))
+    if missing or unknown:
+        raise SystemExit(f"docs/gen_pages.py: API_GROUPS misses {missing} or names non-public {unknown}")
+    parts = [
+        "# Python API",
+        "",
+        GENERATED_NOTE.format(source="the docstrings of vaecore and vaecore.analysis"),
+        "",
+        "Every name below is imported from `vaecore` (`from vaecore import load_run`), those of the last",
+        "section from `vaecore.analysis`. Each is loaded on first use, so `import vaecore` stays cheap.",
+        "The [tutorial](tutorial.md) uses most of them on a real run.",
+        "",
+    ]
+    for title, (intro, names) in API_GROUPS.items():
+        parts += [f"## {title}", "", intro, ""]
+        for name in names:
+            parts += _api_entry("vaecore", name, getattr(vaecore, name))
+    parts += ["## Analysis (`vaecore.analysis`)", "", rst_to_md(vaecore.analysis.__doc__ or ""), ""]
+    for name in vaecore.analysis.__all__:
+        parts += _api_entry("vaecore.analysis", name, getattr(vaecore.analysis, name))
+    text = "\n".join(parts)
+    return re.sub(r"\n{3,}", "\n\n", text).rstrip() + "\n"
+
+
+PAGES: dict[str, Callable[[], str]] = {
+    "hooks.md": hooks_page,
+    "config.md": config_page,
+    "cli.md": cli_page,
+    "api.md": api_page,
+}
 
 
 def stale_pages() -> list[str]:

@@ -87,3 +87,44 @@ def test_lso_encoder_init_starts_closer(run):
 def test_missing_run_folder(tmp_path, capsys):
     assert main(["sample", str(tmp_path / "none")]) == 5
     assert "is not a run folder" in capsys.readouterr().err
+
+
+def test_python_api_returns_the_figures_it_writes(run, tmp_path):
+    """The analysis functions return their figures (matplotlib Figures a notebook shows) beside
+    the numbers, write into a folder they create, and leave pyplot alone (a notebook's backend,
+    its list of open figures)."""
+    script = f"""
+import json, sys
+import vaecore, vaecore.analysis as analysis
+loaded = vaecore.load_run({str(run)!r})
+result = analysis.sample(loaded, {str(tmp_path / "new" / "folder")!r}, n=4)
+print(json.dumps({{
+    "files": result["figures"],
+    "figures": {{k: type(v).__module__ + "." + type(v).__name__ for k, v in result.figures.items()}},
+    "axes": len(result.figures["samples"].axes),
+    "title": result.figures["samples"].get_suptitle(),
+    "json": len(json.dumps(result)) > 0,
+}}))
+import matplotlib, matplotlib.pyplot as plt
+print(json.dumps({{"backend": matplotlib.get_backend(), "pyplot_figures": plt.get_fignums()}}))
+"""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MPLBACKEND": "pdf"}  # the user's backend, e.g. a notebook's
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env)
+    seen, plt = (json.loads(line) for line in done.stdout.splitlines()[-2:])
+    assert plt == {"backend": "pdf", "pyplot_figures": []}
+    assert seen["files"] == ["samples.png", "reconstructions.png"]
+    assert seen["figures"] == {"samples": "matplotlib.figure.Figure", "reconstructions": "matplotlib.figure.Figure"}
+    assert seen["axes"] == 4 and seen["json"]
+    assert seen["title"] == "4 prior samples (decoder means)\nrun run, best.pt (epoch 2)"  # as from the CLI
+    assert (tmp_path / "new" / "folder" / "samples.png").is_file()
+
+
+def test_curves_of_a_trained_run(run):
+    assert main(["curves", str(run), "--terms", "loss"]) == 0
+    result = result_of(run, "curves")
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert result["series"]["loss"][f"{run.name}/valid"]["y"] == [r["valid.loss"] for r in logged]

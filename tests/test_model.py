@@ -91,3 +91,22 @@ def test_prior_samples_and_representation(tiny_data):
     assert samples.shape == (7, 16) and float(samples.min()) >= 0 and float(samples.max()) <= 1
     assert model.represent(tiny_data.test.x[:3]).shape == (3, 4)
     assert float(StandardNormal(2).log_prob(torch.zeros(2))) == pytest.approx(-math.log(2 * math.pi))
+
+
+def test_encode_and_forward_without_a_context(tiny_data):
+    """Outside the trainer ``encode(x)``, ``latent_map(y)`` and ``model(x)`` build the context
+    themselves, in the model's own mode: the posterior is the encoder network's output."""
+    model = make_model(tiny_config(), tiny_data).eval()
+    x = tiny_data.train.x[:5]
+    posterior, features = model.encode(x)
+    loc, log_var, direct_features = model.encoder(x)
+    torch.testing.assert_close(posterior.loc, loc)
+    torch.testing.assert_close(posterior.std, torch.exp(0.5 * log_var))
+    torch.testing.assert_close(features, direct_features)
+    torch.testing.assert_close(model.latent_map(posterior.loc), posterior.loc)  # no latent_map hook
+    torch.manual_seed(1)
+    out = model(x)
+    torch.manual_seed(1)
+    expected = model(x, model.context(training=False))
+    torch.testing.assert_close(out.log_w, expected.log_w)
+    assert model.context().training is False and model.train().context().training is True

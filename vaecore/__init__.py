@@ -7,8 +7,7 @@ module that needs the markers alone stays cheap to import.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vaecore.errors import (
     CheckpointError,
@@ -19,6 +18,7 @@ from vaecore.errors import (
     VaecoreError,
 )
 from vaecore.hookspecs import HOOK_API_VERSION, hookimpl, hookspec
+from vaecore.lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -68,13 +68,7 @@ if TYPE_CHECKING:
     from vaecore.trainer import Trainer, train_or_reuse
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'vaecore' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

@@ -129,9 +129,11 @@ class ComponentRegistry:
             self._by_key[key] = component
 
     def names(self, role: str) -> list[str]:
+        """The names a config can give as ``kind`` for ``role`` (``encoder``, ``decoder``, ...), sorted."""
         return sorted(name for r, name in self._by_key if r == role)
 
     def all(self) -> list[Component]:
+        """Every registered component, by role then name."""
         return sorted(self._by_key.values(), key=lambda c: (ROLES.index(c.role), c.name))
 
     def get(self, role: str, name: str) -> Component:

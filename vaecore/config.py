@@ -345,6 +345,8 @@ class PluginEntry:
 
 @attrs.define(kw_only=True)
 class Config:
+    """A whole run's settings, as read from a TOML config (:func:`load_config`) and validated."""
+
     data: DataConfig = attrs.field(factory=DataConfig)
     model: ModelConfig = attrs.field(factory=ModelConfig)
     train: TrainConfig = attrs.field(factory=TrainConfig)

@@ -42,32 +42,39 @@ class DiagonalGaussian:
 
     @classmethod
     def from_log_var(cls, loc: torch.Tensor, log_var: torch.Tensor) -> DiagonalGaussian:
+        """From the encoder's mean and log-variance (the log-variance kept, not recomputed)."""
         return cls(loc, log_var.exp(), log_var)
 
     @property
     def mean(self) -> torch.Tensor:
+        """The mean ``loc``, ``(B, D)``."""
         return self.loc
 
     @property
     def log_var(self) -> torch.Tensor:
+        """log var, ``(B, D)``."""
         if self._log_var is None:
             self._log_var = self.var.log()
         return self._log_var
 
     @property
     def std(self) -> torch.Tensor:
+        """The standard deviation, ``(B, D)``."""
         return self.var.sqrt()
 
     def rsample(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """k reparameterised samples ``(k, B, D)`` and their log-densities ``(k, B)``."""
         eps = torch.randn((k, *self.loc.shape), dtype=self.loc.dtype, device=self.loc.device)
         y = self.loc + eps * self.std
         log_q = -0.5 * (eps.pow(2) + self.log_var + LOG_2PI).sum(-1)
         return y, log_q
 
     def log_prob(self, y: torch.Tensor) -> torch.Tensor:
+        """log q(y|x) of samples ``(..., B, D)``, summed over D."""
         return -0.5 * ((y - self.loc).pow(2) / self.var + self.log_var + LOG_2PI).sum(-1)
 
     def kl_per_dim(self) -> torch.Tensor:
+        """KL(q || N(0, I)) per dimension, ``(B, D)``, in closed form."""
         return 0.5 * (self.loc.pow(2) + self.var - 1.0 - self.log_var)
 
     def entropy(self) -> torch.Tensor:
@@ -92,7 +99,9 @@ class StandardNormal:
         self.dim = dim
 
     def log_prob(self, y: torch.Tensor) -> torch.Tensor:
+        """log N(y; 0, I) of ``(..., D)`` samples, summed over D."""
         return -0.5 * (y.pow(2) + LOG_2PI).sum(-1)
 
     def sample(self, n: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """n draws ``(n, D)`` from torch's global generator."""
         return torch.randn(n, self.dim, device=device)

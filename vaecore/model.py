@@ -101,14 +101,17 @@ class VAE(nn.Module):
 
     @property
     def decoder_device(self) -> torch.device:
+        """The device of the decoder's parameters, where latent codes are sent."""
         return next(self.decoder.parameters()).device
 
     def context(self, training: bool | None = None, **fields: object) -> StepContext:
         """A hook context for calls made outside the trainer (evaluation, analysis)."""
         return StepContext(model=self, training=self.training if training is None else training, **fields)  # type: ignore[arg-type]
 
-    def encode(self, x: torch.Tensor, ctx: StepContext) -> tuple[Posterior, torch.Tensor]:
-        """q(y|x) for a batch, after ``pre_encode`` and ``post_posterior``; also the encoder features."""
+    def encode(self, x: torch.Tensor, ctx: StepContext | None = None) -> tuple[Posterior, torch.Tensor]:
+        """q(y|x) for a batch, after ``pre_encode`` and ``post_posterior``; also the encoder features.
+        Without ``ctx`` the hooks get :meth:`context` (the model's own training mode)."""
+        ctx = self.context() if ctx is None else ctx
         x_in = self.stack.pre_encode(x, ctx)
         with self.low_precision():
             loc, log_var, features = self.encoder(x_in)
@@ -117,9 +120,9 @@ class VAE(nn.Module):
         posterior = DiagonalGaussian.from_log_var(loc, log_var)
         return self.stack.post_posterior(posterior, features, ctx), features
 
-    def latent_map(self, y: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+    def latent_map(self, y: torch.Tensor, ctx: StepContext | None = None) -> torch.Tensor:
         """z = g(y) through the stack's ``latent_map`` (identity without one)."""
-        return self.stack.latent_map(y, ctx)
+        return self.stack.latent_map(y, self.context() if ctx is None else ctx)
 
     precision: torch.dtype | None = None
     """Autocast dtype of the encoder and decoder networks (``train.precision``); None is float32.
@@ -182,9 +185,11 @@ class VAE(nn.Module):
             x = self.likelihood.mode(params) if greedy else self.likelihood.sample(params)
         return x.view(*lead, *x.shape[1:]), params.view(*lead, *params.shape[1:])
 
-    def forward(self, x: torch.Tensor, ctx: StepContext, samples: int = 1) -> ForwardOutput:
+    def forward(self, x: torch.Tensor, ctx: StepContext | None = None, samples: int = 1) -> ForwardOutput:
         """One pass over a batch with ``samples`` posterior samples per example; the hooks of the
-        pass share a fresh ``ctx.extras``, which the output carries."""
+        pass share a fresh ``ctx.extras``, which the output carries. Without ``ctx``:
+        :meth:`context`, so ``model(x)`` works outside the trainer."""
+        ctx = self.context() if ctx is None else ctx
         outer, extras = ctx.extras, Extras()
         set_context(ctx, extras=extras)
         try:
@@ -224,7 +229,7 @@ class VAE(nn.Module):
 
     def represent(self, x: torch.Tensor, ctx: StepContext | None = None) -> torch.Tensor:
         """The representation g(mean of q(y|x)) of a batch."""
-        ctx = ctx or self.context()
+        ctx = self.context() if ctx is None else ctx
         posterior, _ = self.encode(x, ctx)
         return self.latent_map(posterior.mean, ctx)
 
@@ -234,7 +239,7 @@ class VAE(nn.Module):
 
         With an autoregressive decoder ``mean`` gives the per-pixel conditional means along the
         greedy (per-pixel mode) decoding, and ``mean=False`` a sample drawn pixel by pixel."""
-        ctx = ctx or self.context(training=False)
+        ctx = self.context(training=False) if ctx is None else ctx
         y = self.prior.sample(n).to(self.decoder_device)
         z = self.latent_map(y, ctx)
         if self.autoregressive:

@@ -111,15 +111,18 @@ class PluginRegistry:
         self._loaded.pop(name, None)
 
     def names(self) -> list[str]:
+        """The names of the plugins that can be listed in a config, sorted."""
         return sorted(self._infos)
 
     def info(self, name: str) -> PluginInfo:
+        """Where plugin ``name`` comes from (distribution, version, import target)."""
         return self._infos[name]
 
     def __contains__(self, name: object) -> bool:
         return name in self._infos
 
     def unknown_message(self, name: str) -> str:
+        """The one line for a config naming a plugin that is not installed."""
         installed = ", ".join(self.names()) or "none"
         return (
             f"unknown plugin {name!r}; installed plugins: {installed}. "
@@ -543,6 +546,7 @@ class PluginStack:
             mark_hook_failure(exc, pid, hook, fn)
 
     def has(self, hook: str) -> bool:
+        """Whether any plugin of the stack implements ``hook``."""
         return bool(self._calls[hook])
 
     def _isolated(self, hook: str, kwargs: dict[str, Any]) -> Any:
@@ -560,17 +564,21 @@ class PluginStack:
         return result
 
     def setup(self, info: Any) -> None:
+        """Each plugin's ``setup`` with the model's :class:`ModelInfo`, in config order."""
         self._isolated("setup", {"info": info})
 
     def pre_encode(self, x: Any, ctx: Any) -> Any:
+        """The encoder input after every plugin's ``pre_encode``, each fed the previous result."""
         return self._fold("pre_encode", "x", x, {"ctx": ctx})
 
     def post_posterior(self, posterior: Any, features: Any, ctx: Any) -> Any:
+        """The posterior after every plugin's ``post_posterior`` (each result checked to be a Posterior)."""
         return self._fold(
             "post_posterior", "posterior", posterior, {"features": features, "ctx": ctx}, self._check_posterior
         )
 
     def latent_map(self, y: Any, ctx: Any) -> Any:
+        """z = g(y) through every plugin's ``latent_map`` (shape-checked); y itself without one."""
         return self._fold("latent_map", "y", y, {"ctx": ctx}, self._check_latent)
 
     def kl_weight(self, weight: float, ctx: Any) -> float:
@@ -585,9 +593,11 @@ class PluginStack:
         return float(value)
 
     def forward_samples(self, training: bool) -> int | None:
+        """The claimant's posterior samples per example, or None (``train.samples`` applies)."""
         return self._claimed("forward_samples", {"training": training})
 
     def bound(self, out: Any, ctx: Any) -> Any:
+        """The claimed training bound (the built-in ELBO without a claimant), its loss and terms checked."""
         result = self._claimed("bound", {"out": out, "ctx": ctx})
         if not isinstance(result, Bound):
             pid = self._calls["bound"][0][0] if self._calls["bound"] else "elbo"
@@ -605,12 +615,15 @@ class PluginStack:
         return result
 
     def prior(self, info: Any, model: Any) -> Any:
+        """The prior a plugin provides, or None (the standard normal)."""
         return self._isolated("prior", {"info": info, "model": model})
 
     def train_step(self, batch: Any, ctx: Any, loop: Any) -> Any:
+        """The claimant's own training step's terms, or None (the core's step runs)."""
         return self._claimed("train_step", {"batch": batch, "ctx": ctx, "loop": loop})
 
     def on_step_end(self, ctx: Any) -> None:
+        """Every plugin's ``on_step_end``, after the optimiser step."""
         self._lifecycle("on_step_end", {"ctx": ctx})
 
     def extra_loss(self, out: Any, ctx: Any) -> list[tuple[str, Term]]:
@@ -650,6 +663,7 @@ class PluginStack:
         return merged, stops
 
     def eval_metrics(self, model: Any, split: Any, ctx: Any) -> dict[str, Any]:
+        """Every plugin's evaluation metrics, namespaced by plugin id."""
         merged: dict[str, Any] = {}
         for pid, fn, names in self._calls["eval_metrics"]:
             try:

@@ -59,6 +59,17 @@ class LoadedRun:
     source: Path
     data_source: str = "config"
 
+    def budget(self) -> dict[str, Any]:
+        """What a results table states of this run beside its numbers (the columns a sweep's
+        ``results.csv`` has and ``docs/gen_tables.py`` reads): the checkpoint's ``epoch``, the
+        training and test rows, and the training wall time in seconds."""
+        return {
+            "epoch": self.state.get("epoch"),
+            "train_rows": len(self.dataset.train),
+            "split_rows": len(self.dataset.test),
+            "train_seconds": self.run.train_seconds(),
+        }
+
 
 def load_run(
     run_dir: str | Path,

@@ -272,6 +272,15 @@ class RunDir:
             raise CheckpointError(f"{self.metrics}: line {bad[0]} is not a JSON record of an epoch")
         return records
 
+    def train_seconds(self) -> float | None:
+        """The wall time of the run's training epochs (the summed ``seconds`` of its records,
+        a torn line left out), None before the first epoch: the budget a results table reports."""
+        if not self.metrics.exists():
+            return None
+        records, _ = _parse_metrics(self.metrics.read_text(encoding="utf-8"))
+        seconds = [float(r["seconds"]) for r in records if isinstance(r.get("seconds"), (int, float))]
+        return round(sum(seconds), 1) if seconds else None
+
     def truncate_metrics(self, last_epoch: int) -> None:
         """Keep the records of epochs up to ``last_epoch`` (the checkpointed ones); drop the later
         ones and anything unreadable (a torn line of a kill mid-write), written before an

@@ -259,6 +259,7 @@ class Trainer:
     # state -----------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
+        """Everything a checkpoint holds to resume exactly: weights, optimiser, RNG streams, counters."""
         return {
             "epoch": self.epoch,
             "step": self.ctx.step,
@@ -282,6 +283,7 @@ class Trainer:
         }
 
     def load_state(self, state: dict[str, Any], source: Path) -> None:
+        """Restore a checkpoint's :meth:`state` read from ``source`` (named in errors)."""
         restore_model(self.model, state, source)
         try:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -591,6 +593,7 @@ class Trainer:
         return StepContext(model=self.model, training=False, epoch=self.epoch, step=self.ctx.step)
 
     def train_epoch(self) -> dict[str, float]:
+        """One epoch of optimiser steps; the mean of each training term (``train.`` keys)."""
         cfg = self.config.train
         model, ctx, stack = self.model, self.ctx, self.model.stack
         model.train()
@@ -689,6 +692,7 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
+        """The validation split's mean of each term (``valid.`` keys), with weight-1 KL."""
         cfg = self.config.train
         self.model.eval()
         ctx = self._eval_ctx()

@@ -59,11 +59,55 @@ def add_analysis_parsers(sub: Any, add_set: Callable[[argparse.ArgumentParser], 
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--thresholds", type=float, nargs="+", default=[10.0, 1.0, 0.1])
 
+    p = sub.add_parser("curves", help="training curves of the terms in metrics.jsonl, several runs overlaid")
+    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN", help="run folders (a run still training too)")
+    p.add_argument(
+        "--terms",
+        metavar="T1,T2",
+        help="terms to draw, e.g. elbo,kl (train and valid) or valid.elbo (default: every term that changes)",
+    )
+    p.add_argument("--x", choices=("epoch", "step", "time"), default="epoch", help="the x axis (default: epoch)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="default: RUN/analysis/curves, or curves/ for several runs")
+    p.add_argument(
+        "--format", default="png", metavar="F1,F2", help="figure formats besides PNG, e.g. png,pdf (default: png)"
+    )
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    return tuple(f.strip() for f in text.split(",") if f.strip())
+
+
+def _write_result(result: dict[str, Any], target: Path) -> None:
+    """The numbers as JSON beside the figures, and one line saying what was written where."""
+    from vaecore.cli import os_error_message
+    from vaecore.errors import CheckpointError
+
+    try:
+        atomic_write_bytes(target, (json.dumps(result, indent=1) + "\n").encode())
+    except OSError as exc:
+        raise CheckpointError(os_error_message(exc, target)) from exc
+    shown = ", ".join(result["figures"]) or "no figure (inputs are not images)"
+    print(f"wrote {target} and {shown} in {target.parent}")
+
+
+def run_curves(args: argparse.Namespace) -> int:
+    from vaecore.analysis import figures
+    from vaecore.analysis.curves import curves
+    from vaecore.cli import check_out_folder
+
+    out = args.out or (args.run_dirs[0] / "analysis" / "curves" if len(args.run_dirs) == 1 else Path("curves"))
+    terms = [t.strip() for t in args.terms.split(",") if t.strip()] if args.terms else None
+    with figures.styled(_formats(args.format)):
+        check_out_folder(out)
+        out.mkdir(parents=True, exist_ok=True)
+        result = curves(args.run_dirs, out, terms, args.x)
+    _write_result(result, out / "curves.json")
+    return 0
+
 
 def run_analysis(args: argparse.Namespace) -> int:
     from vaecore.analysis import commands, figures
-    from vaecore.cli import check_out_folder, os_error_message
-    from vaecore.errors import CheckpointError
+    from vaecore.cli import check_out_folder
     from vaecore.restore import load_run
 
     check_arguments(args)
@@ -73,8 +117,7 @@ def run_analysis(args: argparse.Namespace) -> int:
     check_out_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     seed = args.seed
-    caption = f"run {loaded.run.path.name}, {loaded.source.name} (epoch {loaded.state.get('epoch')})"
-    with figures.styled(tuple(f.strip() for f in args.format.split(",") if f.strip()), caption):
+    with figures.styled(_formats(args.format)):
         if args.command == "sample":
             result = commands.sample(loaded, out, args.n, seed)
         elif args.command == "traverse":
@@ -93,11 +136,7 @@ def run_analysis(args: argparse.Namespace) -> int:
     result["data"] = loaded.data_source
     # one result file per interpolation path, beside its figure
     target = out / (f"interpolate_{args.path}.json" if args.command == "interpolate" else f"{args.command}.json")
-    try:
-        atomic_write_bytes(target, (json.dumps(result, indent=1) + "\n").encode())
-    except OSError as exc:
-        raise CheckpointError(os_error_message(exc, target)) from exc
-    print(f"wrote {target} and {', '.join(result['figures']) or 'no figure (inputs are not images)'} in {out}")
+    _write_result(result, target)
     return 0
 
 
@@ -136,4 +175,7 @@ def check_against_run(args: argparse.Namespace, loaded: Any) -> None:
         raise VaecoreError(f"--zero-dims {bad[0]}: the model has {dims} latent dimensions (0 to {dims - 1})")
 
 
-ANALYSIS_COMMANDS = dict.fromkeys(("sample", "traverse", "interpolate", "analyze", "lso"), run_analysis)
+ANALYSIS_COMMANDS = {
+    **dict.fromkeys(("sample", "traverse", "interpolate", "analyze", "lso"), run_analysis),
+    "curves": run_curves,
+}

@@ -1,14 +1,17 @@
 """The analysis behind ``vaecore sample | traverse | interpolate | analyze | lso``.
 
-Each function takes a loaded run (:func:`vaecore.restore.load_run`), writes its PNG figures into
-``out`` and returns the numbers behind them, which the CLI writes next to the figures as JSON.
-Latent codes y live in the posterior's space; every decoding goes through ``latent_map`` first.
+Each function takes a loaded run (:func:`vaecore.restore.load_run`), writes its figures into
+``out`` and returns an :class:`AnalysisResult`: the numbers behind the figures (a dict, which the
+CLI writes next to them as JSON) and the figures themselves. Latent codes y live in the
+posterior's space; every decoding goes through ``latent_map`` first.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from tqdm.auto import tqdm
@@ -24,6 +27,33 @@ from vaecore.restore import LoadedRun, restore_model
 from vaecore.streaming import encode_split
 
 ACTIVE = 0.01
+
+
+class AnalysisResult(dict):
+    """The numbers of an analysis, a JSON-ready dict whose ``"figures"`` lists the files written,
+    and ``.figures``: the matplotlib figures by name (``result.figures["samples"]``), for a
+    notebook to show or a script to restyle and save again."""
+
+    def __init__(self, numbers: dict[str, Any], plots: list[figures.Plot | None]):
+        kept = [plot for plot in plots if plot is not None]
+        super().__init__(numbers, figures=[name for plot in kept for name in plot.files])
+        self.figures: dict[str, Any] = {plot.name: plot.figure for plot in kept}
+
+
+F = TypeVar("F", bound=Callable[..., AnalysisResult])
+
+
+def captioned(fn: F) -> F:
+    """The figures of an analysis of ``loaded`` name its run, checkpoint and epoch under their
+    title, from Python as from the command line."""
+
+    @functools.wraps(fn)
+    def wrapper(loaded: LoadedRun, *args: Any, **kwargs: Any) -> AnalysisResult:
+        epoch = loaded.state.get("epoch")
+        with figures.styled(caption=f"run {loaded.run.path.name}, {loaded.source.name} (epoch {epoch})"):
+            return fn(loaded, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 @torch.no_grad()
@@ -70,60 +100,68 @@ def decode_mean(model: VAE, y: torch.Tensor) -> torch.Tensor:
 
 def _grid(
     loaded: LoadedRun, images: torch.Tensor, path: Path, rows: int, title: str, labels: list[str] | None = None
-) -> list[str]:
-    """The files of an image grid, none when the inputs are not images."""
+) -> figures.Plot | None:
+    """An image grid, None when the inputs are not images."""
     shape = figures.image_shape(loaded.model.input_shape)
     if shape is None:
-        return []
+        return None
     return figures.image_grid(images, shape, path, rows, title, labels)
 
 
-def sample(loaded: LoadedRun, out: Path, n: int = 64, seed: int = 0) -> dict[str, Any]:
+@captioned
+def sample(loaded: LoadedRun, out: str | Path, n: int = 64, seed: int = 0) -> AnalysisResult:
     """Prior samples (y ~ p(y), then g, then the decoder mean) and reconstructions of n test
     inputs drawn with ``seed`` (stratified by label)."""
+    out = Path(out)
     model, test = loaded.model, loaded.dataset.test
     torch.manual_seed(seed)
     samples = model.sample_prior(n)
     shown = shown_inputs(test, n, seed)
     x = test.inputs(shown)
     recon = decode_mean(model, posterior_means(model, Split(x)))
-    files = _grid(loaded, samples, out / "samples.png", max(1, int(n**0.5)), f"{n} prior samples (decoder means)")
-    files += _grid(
-        loaded,
-        torch.cat([x[:16], recon[:16]]),
-        out / "reconstructions.png",
-        2,
-        "test inputs (top) and their reconstructions (bottom)",
-        ["input", "recon."],
-    )
+    plots = [
+        _grid(loaded, samples, out / "samples.png", max(1, int(n**0.5)), f"{n} prior samples (decoder means)"),
+        _grid(
+            loaded,
+            torch.cat([x[:16], recon[:16]]),
+            out / "reconstructions.png",
+            2,
+            "test inputs (top) and their reconstructions (bottom)",
+            ["input", "recon."],
+        ),
+    ]
     if figures.image_shape(model.input_shape) is None and x.flatten(1).shape[1] == 2:
-        files = figures.scatter(
-            {"test data": (x, None), "prior samples": (samples, None)}, out / "samples.png", "samples", ("x1", "x2")
-        )
+        plots = [
+            figures.scatter(
+                {"test data": (x, None), "prior samples": (samples, None)}, out / "samples.png", "samples", ("x1", "x2")
+            )
+        ]
     bce = float((recon - x).abs().flatten(1).sum(-1).mean())
-    return {
+    numbers = {
         "n": n,
         "seed": seed,
         "inputs": shown.tolist(),
-        "figures": files,
         "mean_abs_reconstruction_error": bce,
         "samples": samples.flatten(1).tolist(),
     }
+    return AnalysisResult(numbers, plots)
 
 
+@captioned
 def traverse(
     loaded: LoadedRun,
-    out: Path,
+    out: str | Path,
     index: int = 0,
     dims: int = 10,
     radius: float = 10.0,
     steps: int = 11,
     zero_dims: list[int] | None = None,
     seed: int = 0,
-) -> dict[str, Any]:
+) -> AnalysisResult:
     """Single-dimension traversals of the most active dimensions (NE 5.3.1) and an interpolation
     along a random direction with the chosen dimensions fixed to zero (NE 5.3.2; default: the
     inactive ones)."""
+    out = Path(out)
     model = loaded.model
     mu = posterior_means(model, loaded.dataset.test)
     activity = mu.var(0)
@@ -139,7 +177,7 @@ def traverse(
     images = decode_mean(model, torch.cat(codes))
     labels = [f"dim {d}" for d in chosen]
     title = f"traversals of test input {index}, the {len(chosen)} most active dimensions from -{radius:g} to {radius:g}"
-    files = _grid(loaded, images, out / "traverse.png", len(chosen), title, labels)
+    plots = [_grid(loaded, images, out / "traverse.png", len(chosen), title, labels)]
     zero = [d for d in range(model.latent_dim) if activity[d] < ACTIVE] if zero_dims is None else zero_dims
     gen = torch.Generator().manual_seed(seed)
     direction = torch.randn(model.latent_dim, generator=gen)
@@ -147,14 +185,16 @@ def traverse(
     if direction.norm() > 0:
         direction = direction / direction.norm()
     line = values[:, None] * direction
-    files += _grid(
-        loaded,
-        decode_mean(model, line),
-        out / "random_direction.png",
-        1,
-        f"random direction, {len(zero)} dimensions fixed to zero",
+    plots.append(
+        _grid(
+            loaded,
+            decode_mean(model, line),
+            out / "random_direction.png",
+            1,
+            f"random direction, {len(zero)} dimensions fixed to zero",
+        )
     )
-    return {
+    numbers = {
         "index": index,
         "activity": activity.tolist(),
         "order": order,
@@ -162,21 +202,23 @@ def traverse(
         "values": values.tolist(),
         "zero_dims": zero,
         "direction": direction.tolist(),
-        "figures": files,
     }
+    return AnalysisResult(numbers, plots)
 
 
+@captioned
 def interpolate(
     loaded: LoadedRun,
-    out: Path,
+    out: str | Path,
     start: int,
     end: int,
     path: str = "fisher-rao",
     steps: int = 10,
     decode: str = "mean",
     seed: int = 0,
-) -> dict[str, Any]:
+) -> AnalysisResult:
     """Between the posteriors of two test inputs, along the Fisher-Rao geodesic or the straight line."""
+    out = Path(out)
     model, test = loaded.model, loaded.dataset.test
     for name, i in (("--from", start), ("--to", end)):
         if not 0 <= i < len(test):
@@ -202,8 +244,8 @@ def interpolate(
     assert chosen is not None
     m, s = chosen
     title = f"test input {start} to {end}: Fisher-Rao lengths of the two paths, decoding {decode}s"
-    files = _grid(loaded, torch.cat(rows), out / "interpolate.png", len(rows), title, labels)
-    return {
+    plot = _grid(loaded, torch.cat(rows), out / "interpolate.png", len(rows), title, labels)
+    numbers = {
         "from": start,
         "to": end,
         "path": path,
@@ -213,8 +255,8 @@ def interpolate(
         "sigma": s.tolist(),
         "fisher_rao_distance": float(fisher_rao_distance(mu[0], sigma[0], mu[1], sigma[1])),
         "fisher_rao_length": lengths,
-        "figures": files,
     }
+    return AnalysisResult(numbers, [plot])
 
 
 def _probe_accuracy(model: VAE, train: Split, test: Split) -> float:
@@ -225,51 +267,58 @@ def _probe_accuracy(model: VAE, train: Split, test: Split) -> float:
     return float(probe.compute())
 
 
-def analyze(loaded: LoadedRun, out: Path, probe_train: int = 5000, seed: int = 0) -> dict[str, Any]:
+@captioned
+def analyze(loaded: LoadedRun, out: str | Path, probe_train: int = 5000, seed: int = 0) -> AnalysisResult:
     """Activity bar chart, PCA spectrum of the posterior means, the 2-D latent space (when D = 2)
     and linear-probe accuracy (on g(mean), fitted on ``probe_train`` training rows drawn with
     ``seed``) over training from the kept per-epoch checkpoints."""
+    out = Path(out)
     model, data = loaded.model, loaded.dataset
     mu = posterior_means(model, data.test)
     activity = mu.var(0)
     order = torch.argsort(activity, descending=True)
-    files = figures.bar_chart(
-        activity[order].tolist(),
-        [str(int(d)) for d in order],
-        out / "activity.png",
-        f"activity A_z = Var_x E[y_z | x] on the test split (active: > {ACTIVE})",
-        "variance of the posterior mean",
-        "latent dimension (sorted by activity)",
-        log=True,
-        threshold=ACTIVE,
-    )
+    plots = [
+        figures.bar_chart(
+            activity[order].tolist(),
+            [str(int(d)) for d in order],
+            out / "activity.png",
+            f"activity A_z = Var_x E[y_z | x] on the test split (active: > {ACTIVE})",
+            "variance of the posterior mean",
+            "latent dimension (sorted by activity)",
+            log=True,
+            threshold=ACTIVE,
+        )
+    ]
     centred = mu - mu.mean(0)
     eigenvalues = torch.linalg.eigvalsh(centred.T @ centred / (len(mu) - 1)).flip(0).clamp(min=0)
-    files += figures.bar_chart(
-        eigenvalues.tolist(),
-        [str(i + 1) for i in range(len(eigenvalues))],
-        out / "pca.png",
-        f"PCA eigenvalues of the posterior means (components: > {ACTIVE})",
-        "eigenvalue",
-        "principal component",
-        log=True,
-        threshold=ACTIVE,
+    plots.append(
+        figures.bar_chart(
+            eigenvalues.tolist(),
+            [str(i + 1) for i in range(len(eigenvalues))],
+            out / "pca.png",
+            f"PCA eigenvalues of the posterior means (components: > {ACTIVE})",
+            "eigenvalue",
+            "principal component",
+            log=True,
+            threshold=ACTIVE,
+        )
     )
-    result: dict[str, Any] = {
+    numbers: dict[str, Any] = {
         "activity": activity.tolist(),
         "active_units": int((activity > ACTIVE).sum()),
         "pca_eigenvalues": eigenvalues.tolist(),
         "pca_components": int((eigenvalues > ACTIVE).sum()),
-        "figures": files,
     }
     if model.latent_dim == 2:
         loc, sigma = gaussian_params(model, data.test)
         samples = loc + sigma * torch.randn_like(sigma)
-        result["figures"] += figures.scatter(
-            {"aggregate posterior (one y per input)": (samples, data.test.y), "posterior means": (mu, data.test.y)},
-            out / "latent2d.png",
-            "2-D latent space (test split)",
-            ("y1", "y2"),
+        plots.append(
+            figures.scatter(
+                {"aggregate posterior (one y per input)": (samples, data.test.y), "posterior means": (mu, data.test.y)},
+                out / "latent2d.png",
+                "2-D latent space (test split)",
+                ("y1", "y2"),
+            )
         )
     kept = loaded.run.epoch_checkpoints()
     if kept and data.has_labels:
@@ -279,31 +328,35 @@ def analyze(loaded: LoadedRun, out: Path, probe_train: int = 5000, seed: int = 0
             restore_model(model, load_checkpoint(path), path)
             curve.append((epoch, _probe_accuracy(model, train, data.test)))
         restore_model(model, loaded.state, loaded.source)
-        result["figures"] += figures.line_chart(
-            {"probe on g(mean)": ([e for e, _ in curve], [a for _, a in curve])},
-            out / "probe_epochs.png",
-            f"linear-probe accuracy during training ({len(train)} training rows)",
-            "epoch",
-            "test accuracy",
+        plots.append(
+            figures.line_chart(
+                {"probe on g(mean)": ([e for e, _ in curve], [a for _, a in curve])},
+                out / "probe_epochs.png",
+                f"linear-probe accuracy during training ({len(train)} training rows)",
+                "epoch",
+                "test accuracy",
+            )
         )
-        result["probe_over_epochs"] = [{"epoch": e, "accuracy": a} for e, a in curve]
-    return result
+        numbers["probe_over_epochs"] = [{"epoch": e, "accuracy": a} for e, a in curve]
+    return AnalysisResult(numbers, plots)
 
 
+@captioned
 def lso(
     loaded: LoadedRun,
-    out: Path,
+    out: str | Path,
     n: int = 16,
     inits: int = 5,
     iterations: int = 500,
     lr: float = 0.05,
     thresholds: tuple[float, ...] = (10.0, 1.0, 0.1),
     seed: int = 0,
-) -> dict[str, Any]:
+) -> AnalysisResult:
     """Latent space optimisation (NE 5.4): with the decoder frozen, fit codes to held-out images
     by Adam from random N(0, I) and from encoder initialisations; report the iterations until the
     loss is within each threshold (nats per image) of its final value, and the spread of the
     codes reached from different random initialisations."""
+    out = Path(out)
     model = loaded.model
     held_out = shown_inputs(loaded.dataset.test, n, seed)
     x = loaded.dataset.test.inputs(held_out)
@@ -347,14 +400,14 @@ def lso(
         "encoder init": encoder_history.mean(-1),
     }
     its = list(range(1, iterations + 1))
-    files = figures.line_chart(
+    plot = figures.line_chart(
         {k: (its, v.tolist()) for k, v in curves.items()},
         out / "lso.png",
         f"latent space optimisation of {n} test inputs (decoder frozen, Adam lr {lr:g})",
         "iteration",
         "-log p(x|z) per image (nats)",
     )
-    return {
+    numbers = {
         "n": n,
         "inputs": held_out.tolist(),
         "inits": inits,
@@ -369,5 +422,5 @@ def lso(
             "encoder": float(encoder_history[-1].mean()),
         },
         "spread": {"std_across_inits": float(finals.std(0).mean()), "mean_pairwise_distance": float(pairwise)},
-        "figures": files,
     }
+    return AnalysisResult(numbers, [plot])

@@ -2,7 +2,9 @@
 
 Every figure is saved as PNG (150 dpi) and in each extra format of :data:`STYLE` (``pdf``,
 ``svg``: ``--format png,pdf``), with a title line naming the run and the checkpoint
-(:func:`styled`). Each function returns the names of the files it wrote.
+(:func:`styled`). Each function returns a :class:`Plot`: the matplotlib figure and the names of
+the files it wrote. Figures are built on :class:`matplotlib.figure.Figure`, not pyplot: nothing
+here changes the backend of a notebook or registers figures that would have to be closed.
 """
 
 from __future__ import annotations
@@ -33,13 +35,17 @@ STYLE = Style()
 
 
 @contextlib.contextmanager
-def styled(formats: tuple[str, ...] = ("png",), caption: str = "") -> Iterator[None]:
-    """Figures made inside the block are saved in ``formats`` with ``caption`` under the title."""
-    bad = [f for f in formats if f not in FORMATS]
+def styled(formats: tuple[str, ...] | None = None, caption: str | None = None) -> Iterator[None]:
+    """Figures made inside the block are saved in ``formats`` (PNG always) with ``caption``
+    under the title; None keeps what an enclosing block set."""
+    bad = [f for f in formats or () if f not in FORMATS]
     if bad:
         raise VaecoreError(f"--format {bad[0]}: not a figure format; choose from {', '.join(FORMATS)}")
     old = attrs.evolve(STYLE)
-    STYLE.formats, STYLE.caption = tuple(dict.fromkeys(("png", *formats))), caption
+    if formats is not None:
+        STYLE.formats = tuple(dict.fromkeys(("png", *formats)))
+    if caption is not None:
+        STYLE.caption = caption
     try:
         yield
     finally:
@@ -51,29 +57,36 @@ def _title(fig: Any, title: str) -> None:
     fig.suptitle(text, fontsize=9)
 
 
-def _save(fig: Any, path: Path) -> list[str]:
-    """Save ``fig`` as ``path`` (PNG) and in the other formats; returns the file names."""
-    plt = pyplot()
-    fig.tight_layout()
+@attrs.frozen
+class Plot:
+    """One figure an analysis made: the matplotlib ``figure`` (a notebook shows it) and the
+    ``files`` it was saved as, named by ``name`` (the file stem)."""
+
+    name: str
+    figure: Any
+    files: list[str]
+
+
+def _save(fig: Any, path: Path, rect: tuple[float, float, float, float] = (0, 0, 1, 1)) -> Plot:
+    """Lay ``fig`` out within ``rect`` (of the figure) and save it as ``path`` (PNG) and in the
+    other formats."""
+    fig.tight_layout(rect=rect)
+    path.parent.mkdir(parents=True, exist_ok=True)
     names = []
     for fmt in STYLE.formats:
         target = path.with_suffix(f".{fmt}")
         fig.savefig(target, dpi=150)
         names.append(target.name)
-    plt.close(fig)
-    return names
+    return Plot(path.stem, fig, names)
 
 
-def pyplot() -> Any:
-    """matplotlib's pyplot on the non-interactive Agg backend, or a clear message when missing."""
+def new_figure(**kwargs: Any) -> Any:
+    """A matplotlib Figure (``figsize`` etc.), or a clear message when matplotlib is missing."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError as exc:
         raise VaecoreError("figures need matplotlib: pip install 'vaecore[plots]'") from exc
-    return plt
+    return Figure(**kwargs)
 
 
 def image_shape(input_shape: tuple[int, ...]) -> tuple[int, int] | None:
@@ -93,12 +106,12 @@ def image_grid(
     rows: int,
     title: str = "",
     row_labels: list[str] | None = None,
-) -> list[str]:
+) -> Plot:
     """Save ``images`` (N, ...) as a grid of ``rows`` rows of grey-scale pictures."""
-    plt = pyplot()
     n = images.shape[0]
     cols = -(-n // rows)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9 + 0.6, rows * 0.9 + 0.4), squeeze=False)
+    fig = new_figure(figsize=(cols * 0.9 + 0.6, rows * 0.9 + 0.4))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.set_xticks([])
         ax.set_yticks([])
@@ -122,10 +135,10 @@ def bar_chart(
     xlabel: str,
     log: bool = False,
     threshold: float | None = None,
-) -> list[str]:
+) -> Plot:
     """Bars with their labels; ``threshold`` is drawn as a dashed line with the count above it."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(4.5, 0.25 * len(values) + 1.5), 3.4))
+    fig = new_figure(figsize=(max(4.5, 0.25 * len(values) + 1.5), 3.4))
+    ax = fig.subplots()
     ax.bar(range(len(values)), values, color="tab:blue")
     ax.set_xticks(range(len(values)), labels, fontsize=6, rotation=90)
     if log:
@@ -149,10 +162,10 @@ def line_chart(
     xlabel: str,
     ylabel: str,
     log: bool = False,
-) -> list[str]:
+) -> Plot:
     """One line per series, with a legend."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    fig = new_figure(figsize=(5.5, 3.4))
+    ax = fig.subplots()
     for label, (xs, ys) in series.items():
         ax.plot(xs, ys, label=label, marker="o" if len(xs) < 30 else None, markersize=3)
     if log:
@@ -164,25 +177,49 @@ def line_chart(
     return _save(fig, path)
 
 
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
 def panels(
-    series: dict[str, dict[str, tuple[list[float], list[float]]]], path: Path, title: str, xlabel: str
-) -> list[str]:
-    """One panel per key (its y label), one line per run in each, a shared legend."""
-    plt = pyplot()
+    series: dict[str, dict[tuple[str, str], tuple[list[float], list[float]]]], path: Path, title: str, xlabel: str
+) -> Plot:
+    """One panel per key (its y label); in each, one line per ``(run, split)``: a colour per run,
+    a line style per split (the first split solid, the next dashed), one legend for the figure
+    (the splits alone when there is one run)."""
     keys = list(series)
     cols = min(3, len(keys))
     rows = -(-len(keys) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows + 0.6), squeeze=False)
+    runs = list(dict.fromkeys(run for lines in series.values() for run, _ in lines))
+    splits = list(dict.fromkeys(split for lines in series.values() for _, split in lines))
+    colours = {run: f"C{i % 10}" for i, run in enumerate(runs)}
+    styles = {split: LINE_STYLES[i % len(LINE_STYLES)] for i, split in enumerate(splits)}
+    width = 4.2 * cols
+
+    def label(run: str, split: str) -> str:
+        return split if len(runs) == 1 else f"{run} ({split})" if len(splits) > 1 else run
+
+    labels = [label(run, split) for run in runs for split in splits]
+    fits = int(width // (0.06 * max(map(len, labels)) + 0.7))
+    # the legend fills column by column: a column per run keeps each run's splits together
+    legend_cols = max(1, min(fits, len(labels) if len(runs) == 1 else len(runs)))
+    legend_height = 0.2 * -(-len(labels) // legend_cols) + 0.15  # inches
+    height = 3.0 * rows + 0.5 + legend_height
+    fig = new_figure(figsize=(width, height))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    marker = "o" if max(len(xs) for lines in series.values() for xs, _ in lines.values()) < 30 else None
+    handles: dict[str, Any] = {}
     for ax, key in zip(axes.flat, keys):
-        for run, (xs, ys) in series[key].items():
-            ax.plot(xs, ys, label=run, marker="o" if len(xs) < 30 else None, markersize=2.5)
+        for (run, split), (xs, ys) in series[key].items():
+            (line,) = ax.plot(xs, ys, color=colours[run], linestyle=styles[split], marker=marker, markersize=2.5)
+            handles.setdefault(label(run, split), line)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(key)
-        ax.legend(fontsize=6)
     for ax in list(axes.flat)[len(keys) :]:
         ax.set_visible(False)
+    ordered = [label for label in labels if label in handles]
+    fig.legend([handles[label] for label in ordered], ordered, loc="lower center", ncols=legend_cols, fontsize=7)
     _title(fig, title)
-    return _save(fig, path)
+    return _save(fig, path, rect=(0, legend_height / height, 1, 1))
 
 
 def scatter(
@@ -190,10 +227,10 @@ def scatter(
     path: Path,
     title: str,
     axis_labels: tuple[str, str] = ("dimension 1", "dimension 2"),
-) -> list[str]:
+) -> Plot:
     """Side-by-side 2-D scatter plots, each coloured by its labels (with a class legend) when given."""
-    plt = pyplot()
-    fig, axes = plt.subplots(1, len(points), figsize=(4.2 * len(points), 4.4), squeeze=False)
+    fig = new_figure(figsize=(4.2 * len(points), 4.4))
+    axes = fig.subplots(1, len(points), squeeze=False)
     for ax, (name, (xy, labels)) in zip(axes.flat, points.items()):
         colours = None if labels is None else labels.numpy()
         dots = ax.scatter(xy[:, 0].numpy(), xy[:, 1].numpy(), c=colours, s=3, cmap="tab10", alpha=0.6)

@@ -12,13 +12,19 @@ images, both projected on the top 50 principal components of the training images
 ||m1 - m2||^2 + tr(C1 + C2 - 2 (C1 C2)^(1/2)). Lower is better; the test images against the
 training images score the floor.
 
-    python plugins/intel/examples/fashion_sparsity.py --out /tmp/intel_fashion [--gammas 0 3 10 30] [--epochs 15]
+Every configuration is trained once per ``--seeds`` value. Writes ``fashion_sparsity.json`` (every
+run), ``fashion_sparsity.png`` (mean and std over the seeds per gamma) and ``results.csv`` (one
+row per run, the format ``docs/gen_tables.py`` reads).
+
+    python plugins/intel/examples/fashion_sparsity.py --out /tmp/intel_fashion [--gammas 0 3 10 30] [--seeds 0 1 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +55,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--gammas", type=float, nargs="+", default=[0.0, 3.0, 10.0, 30.0])
     parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--cli-eval", action="store_true", help="re-run `vaecore eval` on every run")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -64,55 +70,80 @@ def main() -> None:
     floor = frechet(project(test), project(train[: len(test)]))
     runs = [("vae", None)] + [("sparse", g) for g in args.gammas]
     rows = []
-    for method, gamma in runs:
-        name = "vae" if gamma is None else f"sparse_g{gamma:g}"
-        run_dir = args.out / name
-        overrides = [f"train.seed={args.seed}"] + ([f"train.epochs={args.epochs}"] if args.epochs else [])
-        if gamma is not None:
-            overrides.append(f"plugins.0.gamma={gamma}")
-        model = train_or_reuse(load_config(HERE / f"fashion_{method}.toml", overrides), run_dir).model
-        # Hoyer (and the ELBO) from the core's evaluation of the best checkpoint: the eval.json that
-        # ends training, which is what `vaecore eval <run> --nll-samples 0` recomputes (--cli-eval)
-        if args.cli_eval:
-            subprocess.run(
-                ["vaecore", "eval", str(run_dir), "--nll-samples", "0", "--set", "train.progress=false"],
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
-        evaluation = json.loads((run_dir / "eval.json").read_text())
-        torch.manual_seed(123)
-        with torch.no_grad():
-            samples = model.sample_prior(len(test)).reshape(len(test), -1).numpy()
-        row = {
-            "run": name,
-            "gamma": gamma,
-            "hoyer": evaluation["hoyer"],
-            "fd_pca": frechet(project(samples), project(test)),
-            "elbo": evaluation["elbo"],
-            "kl": evaluation["kl"],
-            "au": evaluation.get("au"),
-            "sparsity_loss": evaluation.get("intel.sparsity"),
-        }
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+    for seed in args.seeds:
+        for method, gamma in runs:
+            model_name = "vae" if gamma is None else f"sparse_g{gamma:g}"
+            run_dir = args.out / f"{model_name}_s{seed}"
+            overrides = [f"train.seed={seed}"] + ([f"train.epochs={args.epochs}"] if args.epochs else [])
+            if gamma is not None:
+                overrides.append(f"plugins.0.gamma={gamma}")
+            run = train_or_reuse(load_config(HERE / f"fashion_{method}.toml", overrides), run_dir)
+            # Hoyer (and the ELBO) from the core's evaluation of the best checkpoint: the eval.json
+            # that ends training, which `vaecore eval <run> --nll-samples 0` recomputes (--cli-eval)
+            if args.cli_eval:
+                subprocess.run(
+                    ["vaecore", "eval", str(run_dir), "--nll-samples", "0", "--set", "train.progress=false"],
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                )
+            evaluation = json.loads((run_dir / "eval.json").read_text())
+            torch.manual_seed(123 + seed)
+            with torch.no_grad():
+                samples = run.model.sample_prior(len(test)).reshape(len(test), -1).numpy()
+            row = {
+                "run": run_dir.name,
+                "model": model_name,
+                "gamma": "" if gamma is None else gamma,
+                "status": "done",
+                "train.seed": seed,
+                **run.budget(),
+                "hoyer": evaluation["hoyer"],
+                "fd_pca": frechet(project(samples), project(test)),
+                "elbo": evaluation["elbo"],
+                "kl": evaluation["kl"],
+                "au": evaluation.get("au"),
+                "sparsity_loss": evaluation.get("intel.sparsity"),
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     (args.out / "fashion_sparsity.json").write_text(json.dumps({"fd_pca_floor": floor, "runs": rows}, indent=2))
+    with open(args.out / "results.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
     print(f"FD-PCA of the test images against training images (floor): {floor:.2f}")
-    print(f"{'run':14s} {'hoyer':>7s} {'FD-PCA':>8s} {'elbo':>9s}")
-    for r in rows:
-        print(f"{r['run']:14s} {r['hoyer']:7.3f} {r['fd_pca']:8.2f} {r['elbo']:9.2f}")
+    summary = {}
+    for model_name in dict.fromkeys(r["model"] for r in rows):
+        members = [r for r in rows if r["model"] == model_name]
+        summary[model_name] = {
+            k: (statistics.fmean(r[k] for r in members), statistics.pstdev(r[k] for r in members))
+            for k in ("hoyer", "fd_pca", "elbo")
+        }
+        h, f, e = (summary[model_name][k] for k in ("hoyer", "fd_pca", "elbo"))
+        print(f"{model_name:14s} hoyer {h[0]:.3f} ± {h[1]:.3f}  FD-PCA {f[0]:.2f} ± {f[1]:.2f}  elbo {e[0]:.2f}")
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.scatter([r["hoyer"] for r in rows[:1]], [r["fd_pca"] for r in rows[:1]], marker="s", color="k", label="VAE")
-    ax.plot([r["hoyer"] for r in rows[1:]], [r["fd_pca"] for r in rows[1:]], "o-", label="InteL-VAE (sparse)")
-    for r in rows[1:]:
-        ax.annotate(f"$\\gamma$={r['gamma']:g}", (r["hoyer"], r["fd_pca"]), fontsize=7)
-    ax.set_xlabel("Hoyer sparsity (higher: sparser)")
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    (vae_h, vae_hs), (vae_f, vae_fs) = summary["vae"]["hoyer"], summary["vae"]["fd_pca"]
+    ax.errorbar([vae_h], [vae_f], xerr=[vae_hs], yerr=[vae_fs], fmt="s", color="k", label="VAE")
+    sparse = [(g, summary[f"sparse_g{g:g}"]) for g in args.gammas]
+    ax.errorbar(
+        [v["hoyer"][0] for _, v in sparse],
+        [v["fd_pca"][0] for _, v in sparse],
+        xerr=[v["hoyer"][1] for _, v in sparse],
+        yerr=[v["fd_pca"][1] for _, v in sparse],
+        fmt="o-",
+        label="InteL-VAE (sparse)",
+    )
+    for g, v in sparse:
+        ax.annotate(f"$\\gamma$={g:g}", (v["hoyer"][0], v["fd_pca"][0]), fontsize=7)
+    ax.set_xlabel("Hoyer sparsity of g(mean) (higher: sparser)")
     ax.set_ylabel("FD-PCA50 (lower: better samples)")
+    ax.set_title(f"Fashion-MNIST, mean ± std over seeds {', '.join(map(str, args.seeds))}", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(args.out / "fashion_sparsity.png", dpi=110)

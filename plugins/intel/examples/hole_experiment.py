@@ -4,7 +4,9 @@ Trains a plain VAE and an InteL-VAE (``circle`` mapping on the circle data, ``ho
 the two-hole "infinity" data), draws prior samples x = decoder mean(g(y)), y ~ N(0, I), and
 measures the fraction of samples that land inside a hole: farther than 3 noise std (0.15) from
 the clean curve *and* enclosed by it (circle: radius < 0.85; infinity: inside a lobe of the
-lemniscate). The data itself scores ~0. Writes ``hole_density.json`` and ``holes.png``.
+lemniscate). The data itself scores ~0. Writes ``hole_density.json``, ``holes.png`` and
+``results.csv`` (one row per run, the format ``docs/gen_tables.py`` reads: the model, seed, epoch,
+data sizes, training time and both fractions).
 
     python plugins/intel/examples/hole_experiment.py --out /tmp/intel_holes [--epochs 150] [--seeds 0 1 2]
 """
@@ -12,6 +14,7 @@ lemniscate). The data itself scores ~0. Writes ``hole_density.json`` and ``holes
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 from pathlib import Path
@@ -61,6 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
+    rows: list[dict] = []
     drawn: dict[tuple[str, str], torch.Tensor] = {}
     data_x: dict[str, torch.Tensor] = {}
     for seed in args.seeds:
@@ -78,6 +82,17 @@ def main() -> None:
             results.setdefault(key, {"hole_fraction": [], "off_curve_fraction": []})
             results[key]["hole_fraction"].append(hole_fraction(data, x))
             results[key]["off_curve_fraction"].append(off_curve_fraction(data, x))
+            rows.append(
+                {
+                    "run": run_dir.name,
+                    "model": key,
+                    "status": "done",
+                    "train.seed": seed,
+                    **run.budget(),
+                    "hole_fraction": results[key]["hole_fraction"][-1],
+                    "off_curve_fraction": results[key]["off_curve_fraction"][-1],
+                }
+            )
             if seed == args.seeds[0]:
                 drawn[(data, method)] = x
     for data in ("circle", "infinity"):
@@ -90,6 +105,10 @@ def main() -> None:
             runs = value[metric]
             value[f"{metric}_mean"] = sum(runs) / len(runs)
     (args.out / "hole_density.json").write_text(json.dumps(results, indent=2))
+    with open(args.out / "results.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
     for key, value in results.items():
         hole, off = value["hole_fraction_mean"], value["off_curve_fraction_mean"]
         print(f"{key:18s} hole {hole:.4f}  off-curve {off:.4f}  runs {value['hole_fraction']}")
@@ -115,7 +134,7 @@ def main() -> None:
             ax.set_aspect("equal")
     fig.tight_layout()
     fig.savefig(args.out / "holes.png", dpi=110)
-    print(f"wrote {args.out / 'holes.png'} and {args.out / 'hole_density.json'}")
+    print(f"wrote {args.out / 'holes.png'}, {args.out / 'hole_density.json'} and {args.out / 'results.csv'}")
 
 
 if __name__ == "__main__":
