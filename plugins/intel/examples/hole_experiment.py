@@ -132,6 +132,8 @@ def main() -> None:
             ax.set_xlim(-lim, lim)
             ax.set_ylim(-lim * (0.75 if data == "infinity" else 1), lim * (0.75 if data == "infinity" else 1))
             ax.set_aspect("equal")
+            ax.set_xlabel("x1")
+            ax.set_ylabel("x2")
     fig.tight_layout()
     fig.savefig(args.out / "holes.png", dpi=110)
     print(f"wrote {args.out / 'holes.png'}, {args.out / 'hole_density.json'} and {args.out / 'results.csv'}")
