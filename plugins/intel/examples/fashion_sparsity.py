@@ -116,7 +116,10 @@ def main() -> None:
     for model_name in dict.fromkeys(r["model"] for r in rows):
         members = [r for r in rows if r["model"] == model_name]
         summary[model_name] = {
-            k: (statistics.fmean(r[k] for r in members), statistics.pstdev(r[k] for r in members))
+            k: (
+                statistics.fmean(r[k] for r in members),
+                statistics.stdev(r[k] for r in members) if len(members) > 1 else 0.0,
+            )
             for k in ("hoyer", "fd_pca", "elbo")
         }
         h, f, e = (summary[model_name][k] for k in ("hoyer", "fd_pca", "elbo"))
@@ -140,10 +143,12 @@ def main() -> None:
         label="InteL-VAE (sparse)",
     )
     for g, v in sparse:
-        ax.annotate(f"$\\gamma$={g:g}", (v["hoyer"][0], v["fd_pca"][0]), fontsize=7)
+        point = (v["hoyer"][0], v["fd_pca"][0])
+        ax.annotate(f"$\\gamma$={g:g}", point, xytext=(5, 5), textcoords="offset points", fontsize=7)
     ax.set_xlabel("Hoyer sparsity of g(mean) (higher: sparser)")
     ax.set_ylabel("FD-PCA50 (lower: better samples)")
-    ax.set_title(f"Fashion-MNIST, mean ± std over seeds {', '.join(map(str, args.seeds))}", fontsize=9)
+    seeds = ", ".join(map(str, args.seeds))
+    ax.set_title(f"Fashion-MNIST, mean ± sample std over seeds {seeds}", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(args.out / "fashion_sparsity.png", dpi=110)
