@@ -71,6 +71,15 @@ def _cell(values: list[float], digits: int) -> str:
     return _fmt(mean, digits) + ("" if std is None else f" ± {_fmt(std, digits)}")
 
 
+def _column_cell(members: list[dict[str, str]], column: dict[str, Any]) -> str:
+    """A column's cell for one method: mean ± std, or "-" when the method does not log the metric
+    (the classifier's MI of a plain VAE)."""
+    values = [r.get(column["metric"], "") for r in members]
+    if all(v == "" for v in values):
+        return "-"
+    return _cell([float(v) for v in values], column.get("digits", 2))
+
+
 def render(table: dict[str, Any]) -> str:
     rows = read_rows(ROOT / table["results"])
     key = table["key"]
@@ -90,7 +99,7 @@ def render(table: dict[str, Any]) -> str:
             sizes = f"{int(float(members[0]['train_rows'])):,} / {int(float(members[0]['split_rows'])):,}"
         else:  # results written before eval.json recorded its sizes: the table says them
             sizes = table["sizes"]
-        cells = [_cell([float(r[c["metric"]]) for r in members], c.get("digits", 2)) for c in columns]
+        cells = [_column_cell(members, c) for c in columns]
         minutes = statistics.fmean(float(r["train_seconds"]) for r in members) / 60
         lines.append(
             f"| {spec['label']} | {seeds} | {epochs} | {sizes} | "
