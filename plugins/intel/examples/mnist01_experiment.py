@@ -6,8 +6,9 @@ c2 = 0.2), fits a logistic-regression classifier on the binarized training digit
 prior samples (decoder means of y ~ N(0, 1) through g): "uncertainty" is the fraction of samples
 whose predicted class has probability < 0.8, "'1' proportion" the fraction classified as 1. For
 InteL also the "class split": the share of test digits encoded on their class's side of the gap.
-Writes ``mnist01.json`` and ``mnist01_samples.png``. Runs already finished in ``--out`` with the
-same config are reused, not trained again (``vaecore.train_or_reuse``).
+Writes ``mnist01.json``, ``mnist01_samples.png`` and ``results.csv`` (one row per run, as
+``docs/gen_tables.py`` reads). Runs already finished in ``--out`` with the same config are reused,
+not trained again (``vaecore.train_or_reuse``).
 
     python plugins/intel/examples/mnist01_experiment.py --out /tmp/intel_mnist01 [--seeds 0 1 2]
 """
@@ -15,6 +16,7 @@ same config are reused, not trained again (``vaecore.train_or_reuse``).
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -110,13 +112,15 @@ def main() -> None:
         }
     }
     images: dict[tuple[str, int], torch.Tensor] = {}
+    rows: list[dict[str, Any]] = []
     for seed in args.seeds:
         for method in args.methods:
             run_dir = args.out / f"{method}_s{seed}"
             overrides = [f"train.seed={seed}", f"data.path={NPZ}"]
             overrides += [f"train.epochs={args.epochs}"] if args.epochs else []
             overrides += args.intel_set if method == "intel" else []
-            model = train_or_reuse(load_config(HERE / f"mnist01_{method}.toml", overrides), run_dir).model
+            run = train_or_reuse(load_config(HERE / f"mnist01_{method}.toml", overrides), run_dir)
+            model = run.model
             evaluation = json.loads((run_dir / "eval.json").read_text())
             torch.manual_seed(1000 + seed)
             with torch.no_grad():
@@ -128,6 +132,17 @@ def main() -> None:
             row["uncertainty"].append(float((probs.max(1).values < 0.8).float().mean()))
             row["one_proportion"].append(float((probs.argmax(1) == 1).float().mean()))
             row["test_elbo"].append(float(evaluation["elbo"]))
+            rows.append(
+                {
+                    "run": run_dir.name,
+                    "model": method,
+                    "status": "done",
+                    "train.seed": seed,
+                    **run.budget(),
+                    **{k: row[k][-1] for k in ("uncertainty", "one_proportion", "test_elbo")},
+                    "class_split": row["class_split"][-1] if method == "intel" else "",
+                }
+            )
             # decoder means along the prior's quantiles, in order, for the figure
             q = torch.linspace(0.01, 0.99, 30)
             y = torch.distributions.Normal(0.0, 1.0).icdf(q).unsqueeze(1)
@@ -141,6 +156,10 @@ def main() -> None:
     results["classifier_test_accuracy"] = test_acc
     results["sizes"] = sizes
     (args.out / "mnist01.json").write_text(json.dumps(results, indent=2))
+    with open(args.out / "results.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
     for name in ("data", *args.methods):
         r = results[name]
         unc, unc_sd, ones = r["uncertainty_mean"], r["uncertainty_std"], r["one_proportion_mean"]
