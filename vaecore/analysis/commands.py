@@ -9,7 +9,7 @@ posterior's space; every decoding goes through ``latent_map`` first.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,7 +34,7 @@ class AnalysisResult(dict):
     and ``.figures``: the matplotlib figures by name (``result.figures["samples"]``), for a
     notebook to show or a script to restyle and save again."""
 
-    def __init__(self, numbers: dict[str, Any], plots: list[figures.Plot | None]):
+    def __init__(self, numbers: dict[str, Any], plots: Sequence[figures.Plot | None]):
         kept = [plot for plot in plots if plot is not None]
         super().__init__(numbers, figures=[name for plot in kept for name in plot.files])
         self.figures: dict[str, Any] = {plot.name: plot.figure for plot in kept}

@@ -86,8 +86,8 @@ def curves(
     the plotted series."""
     if x not in AXES:
         raise VaecoreError(f"--x {x}: choose from {', '.join(AXES)}")
-    paths, out = [Path(p) for p in paths], Path(out)
-    runs = dict(zip(run_labels(paths), (read_records(p) for p in paths)))
+    folders, out = [Path(p) for p in paths], Path(out)
+    runs = dict(zip(run_labels(folders), (read_records(p) for p in folders)))
     available = list(dict.fromkeys(t for records in runs.values() for t in logged_terms(records)))
     if terms is None:
         chosen = [t for t in available if _varies(runs, t)] or available
@@ -116,7 +116,7 @@ def curves(
         AXES[x],
     )
     numbers = {
-        "runs": {label: str(path.resolve()) for label, path in zip(runs, paths)},
+        "runs": {label: str(path.resolve()) for label, path in zip(runs, folders)},
         "x": x,
         "terms": chosen,
         "series": {
