@@ -176,6 +176,49 @@ def test_a_table_that_disagrees_with_its_results_fails(tmp_path, monkeypatch, ca
     assert gen.main(["--check"]) == 1
 
 
+def test_a_table_gathers_rows_from_several_sweeps(tmp_path, monkeypatch):
+    """A table over two results files, one row keyed by another column (a beta-VAE sweep over
+    train.beta beside a sweep over plugins): each row takes the runs of its own file and key."""
+    gen = _tables()
+    head = "run,{key},train.seed,status,epoch,train_rows,split_rows,train_seconds,kl\n"
+    (tmp_path / "methods.csv").write_text(
+        head.format(key="plugins") + "a0,[],0,done,3,10,5,60,1.0\na1,[],1,done,4,10,5,120,3.0\n"
+    )
+    (tmp_path / "beta.csv").write_text(
+        head.format(key="train.beta") + "b0,0.9,0,done,5,10,5,60,10.0\nb1,0.9,1,reused,5,10,5,60,12.0\n"
+        "b2,0.9,2,failed,,,,,\n"
+    )
+    monkeypatch.setattr(gen, "ROOT", tmp_path)
+    table = {
+        "results": ["methods.csv", "beta.csv"],
+        "key": "plugins",
+        "columns": [{"metric": "kl", "label": "KL", "digits": 1}],
+        "rows": [
+            {"value": "[]", "label": "VAE", "published": "2.12"},
+            {"key": "train.beta", "value": "0.9", "label": "beta-VAE", "published": "5.48"},
+        ],
+        "claims": [
+            {
+                "text": "beta < 1 raises the KL",
+                "metric": "kl",
+                "better": "0.9",
+                "worse": "[]",
+                "direction": "max",
+                "published": "5.48 vs 2.12",
+            }
+        ],
+    }
+    lines = gen.render(table).splitlines()
+    assert lines[2] == "| VAE | 0,1 | 3/4 | 10 / 5 | 2.0 ± 1.4 | 1.5 min | 2.12 |"
+    assert lines[3] == "| beta-VAE | 0,1 | 5/5 | 10 / 5 | 11.0 ± 1.4 | 1.0 min | 5.48 |"
+    assert (
+        lines[-1] == "- beta < 1 raises the KL: **reproduced** (ours 11.0 ± 1.4 vs 2.0 ± 1.4; published 5.48 vs 2.12)"
+    )
+    table["rows"][1]["value"] = "0.5"
+    with pytest.raises(SystemExit, match=r"methods.csv, beta.csv: no finished run with train.beta = '0.5'"):
+        gen.render(table)
+
+
 @pytest.mark.parametrize(
     ("better", "worse", "direction", "expected"),
     [
