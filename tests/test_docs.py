@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -244,8 +245,11 @@ def test_tutorial_cells_run_in_order(tmp_path):
     cells = re.findall(r"```python\n(.*?)```", text, re.S)
     assert len(cells) >= 5
     script = "cells = " + repr(cells) + "\nnamespace = {}\nfor cell in cells:\n    exec(cell, namespace)\n"
+    # one torch thread: on a loaded 2-core machine two threads per process contend (an epoch took
+    # 131 s instead of a few), and the cells' output does not depend on the thread count
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=1200, check=False, env=env
     )
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
