@@ -47,7 +47,9 @@ def reference_log_likelihood(dec: LSTMDecoder, z: torch.Tensor, x: torch.Tensor)
             if dec.z_input:
                 e = torch.cat([e, zn], -1)
             h, c = cell(e, (h, c))
-            total += float(torch.log_softmax(dec.output(h)[0], -1)[target])
+            logits = dec.output(h)[0].clone()
+            logits[[PAD_ID, BOS_ID]] = -1e4  # never targets: pinned low by the decoder
+            total += float(torch.log_softmax(logits, -1)[target])
             previous = target
             if target == EOS_ID:
                 break

@@ -8,7 +8,8 @@ of the batch first, so a batch of short sentences costs what its sentences cost.
 * decoder: embedding of ``<s>`` and the words, one LSTM layer, a linear layer to logits over the
   vocabulary. z enters at the initial state (c0 = W z, h0 = tanh(c0), He et al.'s code), at every
   input (concatenated to each embedding), or both (``z_at``); word dropout (Bowman et al.)
-  replaces input words by ``<unk>`` in training.
+  replaces input words by ``<unk>`` in training. ``<pad>`` and ``<s>`` are never targets, so
+  their logits are pinned very low (they are never drawn).
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ from typing import Any
 
 import attrs
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vaecore import validators as v
 from vaecore.likelihoods import Likelihood
 from vaecore_text.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocabulary
+
+NEVER = -1e4
+"""The logit of a token the decoder never emits (``<pad>``, ``<s>``): probability ~ e^-10000."""
 
 
 @attrs.define(kw_only=True)
@@ -102,6 +107,14 @@ class LSTMDecoder(nn.Module):
         self.init = nn.Linear(latent_dim, options.hidden) if self.z_init else None
         self.drop = nn.Dropout(options.dropout)
         self.output = nn.Linear(options.hidden, n_words)
+        never = torch.zeros(n_words)
+        never[[PAD_ID, BOS_ID]] = NEVER
+        self.never: torch.Tensor
+        self.register_buffer("never", never, persistent=False)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits over the vocabulary; ``<pad>`` and ``<s>``, never a target, get ``NEVER``."""
+        return F.linear(h, self.output.weight, self.output.bias + self.never)
 
     def initial_state(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.init is None:
@@ -126,7 +139,7 @@ class LSTMDecoder(nn.Module):
             drop[:, 0] = False  # <s> stays
             inputs = inputs.masked_fill(drop & (inputs != PAD_ID), UNK_ID)
         out, _ = self.lstm(self._inputs(inputs, z), self.initial_state(z))
-        return self.output(self.drop(out))
+        return self.logits(self.drop(out))
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor, likelihood: Likelihood, greedy: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,14 +148,14 @@ class LSTMDecoder(nn.Module):
         ``<pad>`` after ``</s>`` (its logits put all mass on ``<pad>``, which the likelihood masks)."""
         n, length = z.shape[0], self.length
         ids = torch.full((n, length), PAD_ID, dtype=torch.int64, device=z.device)
-        logits = torch.full((n, length, self.output.out_features), -1e4, device=z.device)
+        logits = torch.full((n, length, self.output.out_features), NEVER, device=z.device)
         logits[..., PAD_ID] = 0.0
         token = torch.full((n, 1), BOS_ID, dtype=torch.int64, device=z.device)
         state = self.initial_state(z)
         done = torch.zeros(n, dtype=torch.bool, device=z.device)
         for t in range(length):
             out, state = self.lstm(self._inputs(token, z), state)
-            step = self.output(out)  # (n, 1, V)
+            step = self.logits(out)  # (n, 1, V)
             drawn = (likelihood.mode(step) if greedy else likelihood.sample(step)).long()
             if t == length - 1:
                 drawn = torch.full_like(drawn, EOS_ID)  # the cap: the last position ends the sentence
