@@ -124,7 +124,7 @@ def run(registry, tmp_path):
     config = load(raw_config(), registry)
     from vaecore.data import load_dataset
 
-    trainer, results = run_training(raw_config(), tmp_path / "run", load_dataset(config.data), registry)
+    _, results = run_training(raw_config(), tmp_path / "run", load_dataset(config.data), registry)
     return tmp_path / "run", results
 
 

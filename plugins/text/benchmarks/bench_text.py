@@ -24,13 +24,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from vaecore_text.vocab import PAD_ID
 
 from vaecore.data import load_dataset
 from vaecore.hooktypes import set_context
 from vaecore.objectives import warmup_factor
 from vaecore.testing import load, make_registry, shared_data_dir
 from vaecore.trainer import Trainer
-from vaecore_text.vocab import PAD_ID
 
 MODEL = {
     "latent_dim": 16,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import SENTENCES, text_config, write_kjv
+from vaecore_text.vocab import EOS_ID, PAD_ID, SPECIALS, UNK_ID, Vocabulary
 
 from vaecore.data import load_dataset
 from vaecore.errors import DataError
 from vaecore.testing import load
-from vaecore_text.vocab import EOS_ID, PAD_ID, SPECIALS, UNK_ID, Vocabulary
 
 
 def dataset(data: dict):
@@ -131,7 +131,11 @@ def test_kjv_seeded_random_split_and_book_labels(tmp_path):
 
 @pytest.mark.parametrize(
     ("line", "message"),
-    [("Ge1:1 no tab", "line 2: no tab"), ("Genesis\ttext", "line 2: reference 'Genesis'"), ("Ge1:2\t ", "line 2: no text")],
+    [
+        ("Ge1:1 no tab", "line 2: no tab"),
+        ("Genesis\ttext", "line 2: reference 'Genesis'"),
+        ("Ge1:2\t ", "line 2: no text"),
+    ],
 )
 def test_kjv_malformed_lines(tmp_path, line, message):
     path = write_kjv(tmp_path / "kjv.tsv.gz", ["Ge1:1\tIn the beginning.", line])

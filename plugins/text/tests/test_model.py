@@ -5,7 +5,6 @@ from __future__ import annotations
 import attrs
 import pytest
 import torch
-
 from vaecore_text.likelihood import Categorical
 from vaecore_text.networks import LSTMDecoder, LSTMDecoderOptions, LSTMEncoder, LSTMEncoderOptions
 from vaecore_text.vocab import BOS_ID, EOS_ID, PAD_ID, Vocabulary
@@ -121,7 +120,7 @@ def test_log_prob_of_a_draw_is_its_generation_probability():
 def test_encoder_reads_up_to_the_last_token():
     enc = LSTMEncoder(LSTMEncoderOptions(embed=5, hidden=6), (LENGTH,), 3, META).eval()
     x = batch()
-    loc, log_var, h = enc(x)
+    loc, _, h = enc(x)
     assert loc.shape == (3, 3) and h.shape == (3, 6)
     wider = torch.cat([x, torch.zeros(3, 5, dtype=torch.long)], 1)
     assert torch.allclose(enc(wider)[0], loc)  # padding after </s> changes nothing

@@ -16,7 +16,9 @@ from vaecore.testing import write_config
 
 
 def vaecore(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "vaecore.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "vaecore.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd
+    )
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +82,8 @@ def test_analysis_commands_print_sentences(trained, command, heading):
     assert done.returncode == 0, done.stderr
     assert heading in done.stdout
     lines = [line.strip() for line in done.stdout.splitlines() if line.startswith("  ")]
-    assert lines and all(set(line.split()) <= {"the", "cat", "sat", "on", "mat", "dog", "a", "ran", "<unk>"} for line in lines)
+    assert lines and all(
+        set(line.split()) <= {"the", "cat", "sat", "on", "mat", "dog", "a", "ran", "<unk>"} for line in lines
+    )
     written = json.loads(next((trained / "run" / "analysis" / command[0]).glob("*.json")).read_text())
     assert written["text"] and written["figures"] == []

@@ -160,7 +160,9 @@ class Sentences:
     labels: list[int] | None
 
     def rows(self, index: list[int]) -> Sentences:
-        return Sentences([self.tokens[i] for i in index], None if self.labels is None else [self.labels[i] for i in index])
+        return Sentences(
+            [self.tokens[i] for i in index], None if self.labels is None else [self.labels[i] for i in index]
+        )
 
 
 def fit_length(sentences: Sentences, options: TextOptions, where: str) -> Sentences:

@@ -36,7 +36,9 @@ class Categorical(Likelihood):
         if x.shape[-1] > width and bool((x[..., width:] != PAD_ID).any()):
             raise ValueError(f"the decoder scored {width} positions but the targets have tokens beyond them")
         target = x[..., :width].expand(params.shape[:-1])
-        nll = F.cross_entropy(params.reshape(-1, params.shape[-1]), target.reshape(-1), ignore_index=PAD_ID, reduction="none")
+        nll = F.cross_entropy(
+            params.reshape(-1, params.shape[-1]), target.reshape(-1), ignore_index=PAD_ID, reduction="none"
+        )
         return -nll.view(target.shape)
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
@@ -48,7 +50,8 @@ class Categorical(Likelihood):
 
     def check_data(self, binary: bool, lo: float, hi: float) -> str | None:
         if lo < 0 or hi >= len(self.vocab) or lo != int(lo) or hi != int(hi):
-            return f"the categorical likelihood needs token ids in [0, {len(self.vocab) - 1}], the data spans [{lo:g}, {hi:g}]"
+            top = len(self.vocab) - 1
+            return f"the categorical likelihood needs token ids in [0, {top}], the data spans [{lo:g}, {hi:g}]"
         return None
 
     def units(self, x: torch.Tensor) -> torch.Tensor:

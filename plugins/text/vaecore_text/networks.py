@@ -98,7 +98,9 @@ class LSTMDecoder(nn.Module):
         vocab = Vocabulary.from_meta(data_meta, "model.decoder 'lstm'")
         self.length, n_words = param_shape
         if n_words != len(vocab):
-            raise ValueError(f"the lstm decoder needs the categorical likelihood ({len(vocab)} words), got {param_shape}")
+            raise ValueError(
+                f"the lstm decoder needs the categorical likelihood ({len(vocab)} words), got {param_shape}"
+            )
         self.options = options
         self.z_input = options.z_at in ("input", "both")
         self.z_init = options.z_at in ("init", "both")
@@ -142,7 +144,9 @@ class LSTMDecoder(nn.Module):
         return self.logits(self.drop(out))
 
     @torch.no_grad()
-    def generate(self, z: torch.Tensor, likelihood: Likelihood, greedy: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def generate(
+        self, z: torch.Tensor, likelihood: Likelihood, greedy: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sentences drawn token by token (each from ``likelihood`` given the tokens so far, the
         mode when ``greedy``), until ``</s>`` or the length cap: ``(ids (N, L), logits (N, L, V))``,
         ``<pad>`` after ``</s>`` (its logits put all mass on ``<pad>``, which the likelihood masks)."""

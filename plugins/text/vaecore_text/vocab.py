@@ -39,7 +39,9 @@ class Vocabulary:
     def build(cls, sentences: Iterable[Sequence[str]], size: int | None = None, min_count: int = 1) -> Vocabulary:
         """The vocabulary of tokenised training ``sentences``."""
         counts = Counter(token for sentence in sentences for token in sentence)
-        kept = sorted((w for w, c in counts.items() if c >= min_count and w not in SPECIALS), key=lambda w: (-counts[w], w))
+        kept = sorted(
+            (w for w, c in counts.items() if c >= min_count and w not in SPECIALS), key=lambda w: (-counts[w], w)
+        )
         return cls([*SPECIALS, *kept[:size]])
 
     def encode(self, sentences: Sequence[Sequence[str]], length: int) -> torch.Tensor:
