@@ -25,7 +25,7 @@ from vaecore.restore import export_run, load_exported, load_run
 from vaecore.testing import make_registry, run_training, tiny_config
 
 WORDS = ["a", "b", "c", "d", "e"]
-LENGTH = 3
+LENGTH = 25  # a square number: the inputs would pass for 5x5 images
 
 
 def tokens(data) -> Dataset:
@@ -118,14 +118,22 @@ def raw_config():
 
 
 @pytest.fixture
-def run(registry, tmp_path):
+def trained(registry, tmp_path):
+    from vaecore.data import load_dataset
     from vaecore.testing import load
 
     config = load(raw_config(), registry)
-    from vaecore.data import load_dataset
+    trainer, results = run_training(raw_config(), tmp_path / "run", load_dataset(config.data), registry)
+    return trainer, tmp_path / "run", results
 
-    _, results = run_training(raw_config(), tmp_path / "run", load_dataset(config.data), registry)
-    return tmp_path / "run", results
+
+@pytest.fixture
+def run(trained):
+    return trained[1:]
+
+
+def test_text_gets_no_image_grids(trained):
+    assert trained[0]._image_grids() == {}  # 25 token ids are not a 5x5 image
 
 
 def test_data_meta_reaches_only_the_factories_that_name_it():
