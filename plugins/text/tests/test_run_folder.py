@@ -87,3 +87,15 @@ def test_analysis_commands_print_sentences(trained, command, heading):
     )
     written = json.loads(next((trained / "run" / "analysis" / command[0]).glob("*.json")).read_text())
     assert written["text"] and written["figures"] == []
+
+
+def test_a_malformed_corpus_is_one_line_and_a_nonzero_exit(tmp_path):
+    from conftest import write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus", labelled=True)
+    (corpus / "toy.valid.txt").write_text("0\tfine\nbroken line\n")
+    raw = text_config({"name": "labelled", "path": str(corpus)})
+    done = vaecore("train", write_config(tmp_path / "bad.toml", raw), "--out", tmp_path / "run", cwd=tmp_path)
+    assert done.returncode != 0
+    assert done.stderr.strip().endswith("toy.valid.txt, line 2: no tab; expected label<TAB>text")
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "run" / "checkpoints").exists()
