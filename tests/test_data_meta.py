@@ -205,6 +205,7 @@ def test_analysis_commands_render_text(run, registry, tmp_path):
     result = commands.sample(loaded, tmp_path / "s", n=4)
     assert result["figures"] == [] and len(result["text"]["prior samples (sampled)"]) == 4
     assert all(set(s.split()) <= set(WORDS) for s in result["text"]["reconstructions (greedy)"])
+    assert len(result["text"]["reconstructions (sampled)"]) == 4
     assert "fisher-rao" in commands.interpolate(loaded, tmp_path / "i", 0, 1, steps=3)["text"]
     assert "random direction" in commands.traverse(loaded, tmp_path / "t", dims=2, steps=3)["text"]
 

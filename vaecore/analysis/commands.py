@@ -153,11 +153,14 @@ def sample(loaded: LoadedRun, out: str | Path, n: int = 64, seed: int = 0) -> An
     else:  # a text model: sentences, greedy and sampled, instead of pixels
         torch.manual_seed(seed)
         drawn = model.sample_prior(n, mean=False)
+        ctx = model.context(training=False)
+        redrawn = model.generate(model.latent_map(posterior_means(model, Split(x)), ctx))[0]
         numbers["text"] = {
             "prior samples (greedy)": rendered(model, samples),
             "prior samples (sampled)": rendered(model, drawn),
             "test inputs": text,
             "reconstructions (greedy)": rendered(model, recon),
+            "reconstructions (sampled)": rendered(model, redrawn),
         }
     numbers["samples"] = samples.flatten(1).tolist()
     return AnalysisResult(numbers, plots)
