@@ -53,6 +53,14 @@ METHODS: dict[str, dict[str, str]] = {
         "(AISTATS 2018).",
         "entries": "`aggressive`, `mog_prior`, `vamp_prior`",
     },
+    "text": {
+        "title": "Text VAEs: LSTM networks, sentence corpora and the text protocol",
+        "paper": "J. He, D. Spokoyny, G. Neubig, T. Berg-Kirkpatrick. *Lagging Inference Networks and Posterior "
+        "Collapse in Variational Autoencoders* (ICLR 2019); S. R. Bowman et al. *Generating Sentences from a "
+        "Continuous Space* (CoNLL 2016); DU-VAE tables 1-2 (text).",
+        "entries": "`text` (components only: the `sentences`, `labelled` and `kjv` datasets, the `lstm` encoder "
+        "and decoder, the `categorical` likelihood)",
+    },
 }
 
 _LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from vaecore.config import Config
 from vaecore.data import Dataset
 from vaecore.errors import ConfigError, DataError, PluginError, VaecoreError
@@ -43,30 +45,46 @@ def check_ignored_settings(config: Config, stack: PluginStack) -> None:
         raise ConfigError(problems)
 
 
-def check_fit(config: Config, dataset: Dataset) -> None:
+def check_fit(config: Config, dataset: Dataset, data_meta: dict[str, Any] | None = None) -> None:
     """Refuse a dataset that the configured likelihood cannot model."""
     ranges = [split.value_range() for split in (dataset.train, dataset.valid, dataset.test)]
     lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
-    problem = config.model.likelihood.build(input_shape=dataset.input_shape).check_data(dataset.binary, lo, hi)
+    meta = dataset.meta if data_meta is None else data_meta
+    likelihood = config.model.likelihood.build(input_shape=dataset.input_shape, data_meta=meta)
+    problem = likelihood.check_data(dataset.binary, lo, hi)
     if problem:
         raise DataError(f"data {dataset.name!r} does not fit model.likelihood: {problem}")
 
 
-def build_model(config: Config, dataset: Dataset, registry: PluginRegistry, n_train: int | None = None) -> VAE:
+def build_model(
+    config: Config,
+    dataset: Dataset,
+    registry: PluginRegistry,
+    n_train: int | None = None,
+    data_meta: dict[str, Any] | None = None,
+) -> VAE:
     """The model for ``config`` sized to ``dataset`` (``n_train``: the training-set size the run
-    was built for, when ``dataset`` is not its training data), with the config's plugin stack."""
-    check_fit(config, dataset)
+    was built for, when ``dataset`` is not its training data; ``data_meta``: the data metadata it
+    was built with, default ``dataset.meta``), with the config's plugin stack."""
+    meta = dataset.meta if data_meta is None else data_meta
+    check_fit(config, dataset, meta)
     n = len(dataset.train) if n_train is None else n_train
-    return build_sized_model(config, dataset.input_shape, n, registry, f"data {dataset.name!r}")
+    return build_sized_model(config, dataset.input_shape, n, registry, f"data {dataset.name!r}", meta)
 
 
 def build_sized_model(
-    config: Config, input_shape: tuple[int, ...], n_train: int, registry: PluginRegistry, what: str = "inputs"
+    config: Config,
+    input_shape: tuple[int, ...],
+    n_train: int,
+    registry: PluginRegistry,
+    what: str = "inputs",
+    data_meta: dict[str, Any] | None = None,
 ) -> VAE:
-    """The model for ``config`` given only the sizes it depends on (no data needed)."""
+    """The model for ``config`` given only the sizes it depends on (no data needed) and the
+    data metadata its components take (:attr:`vaecore.data.Dataset.meta`)."""
     stack = build_stack(config, registry)
     try:
-        return VAE(config.model, tuple(input_shape), n_train, stack, config.train)
+        return VAE(config.model, tuple(input_shape), n_train, stack, config.train, data_meta)
     except VaecoreError:
         raise
     except Exception as exc:  # a network that cannot take this data's shape

@@ -8,18 +8,21 @@ come through the same ``components`` hook; ``kind = "my_pkg.nets:MyEncoder"`` (o
 A factory is called with keyword arguments (``options=`` only when it has an ``Options`` class)
 and returns, by role:
 
-* ``encoder``: ``factory(input_shape=, latent_dim=[, options=])`` returns an ``nn.Module`` with
+* ``encoder``: ``factory(input_shape=, latent_dim=[, options=][, data_meta=])`` returns an ``nn.Module`` with
   an int ``feature_dim`` whose ``forward(x)`` gives ``(loc, log_var, features)``: the mean and
   log-variance of q(y|x), each ``(B, latent_dim)``, and the last hidden layer
   ``(B, feature_dim)`` (DU-VAE's and other plugins' ``features``).
-* ``decoder``: ``factory(latent_dim=, param_shape=[, options=])`` returns an ``nn.Module`` with
+* ``decoder``: ``factory(latent_dim=, param_shape=[, options=][, data_meta=])`` returns an ``nn.Module`` with
   a bool ``autoregressive``: ``forward(z)`` gives the likelihood's parameters
   ``(N, *param_shape)`` for codes ``(N, latent_dim)``; an autoregressive one takes
   ``forward(z, x)`` (teacher forcing) and has ``generate(z, likelihood, greedy)``.
-* ``likelihood``: ``factory(input_shape=[, options=])`` returns a
+* ``likelihood``: ``factory(input_shape=[, options=][, data_meta=])`` returns a
   :class:`vaecore.likelihoods.Likelihood` (``log_prob_pixels``, ``mean``, ``sample``, optional
-  ``mode``, ``check_data`` and ``param_shape``, the decoder's output shape per example: by
-  default the input's, one parameter per input dimension).
+  ``mode``, ``check_data``, ``units``, ``render`` and ``param_shape``, the decoder's output
+  shape per example: by default the input's, one parameter per input dimension).
+
+``data_meta`` (the dataset's :attr:`~vaecore.data.Dataset.meta`, ``{}`` when it has none, read
+back from ``run.json`` when a run is loaded) is passed only to factories that name it.
 * ``dataset``: ``factory(data=[, options=])`` (``data`` is the whole ``[data]`` table) returns a
   :class:`vaecore.data.Dataset` of train/valid/test splits; the core then applies
   ``digits``, ``binarize`` and the seeded subsets.
@@ -77,10 +80,32 @@ class Component:
         return text.strip().splitlines()[0] if text.strip() else ""
 
     def build(self, options: Any, **arguments: Any) -> Any:
-        """Call the factory; a failure names the component (the caller adds what it was built for)."""
+        """Call the factory; a failure names the component (the caller adds what it was built for).
+
+        Arguments in :data:`OPTIONAL_ARGUMENTS` (``data_meta``) are passed only to a factory whose
+        signature names them (or takes ``**kwargs``), so the components that do not need them
+        keep their signatures."""
         if self.options is not None:
             arguments["options"] = options
+        for name in OPTIONAL_ARGUMENTS:
+            if name in arguments and not takes_argument(self.factory, name):
+                del arguments[name]
         return self.factory(**arguments)
+
+
+OPTIONAL_ARGUMENTS = ("data_meta",)
+"""Arguments a factory receives only when it asks for them by name: ``data_meta``, the dataset's
+:attr:`vaecore.data.Dataset.meta` (a text corpus's vocabulary), given to encoders, decoders and
+likelihoods."""
+
+
+def takes_argument(factory: Callable[..., Any], name: str) -> bool:
+    """Whether ``factory`` (a class: its ``__init__``) accepts the keyword argument ``name``."""
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
 def is_import_path(name: str) -> bool:

@@ -6,6 +6,9 @@ the ``eval.json`` keys::
 
     nll, iwae_bound, nll_stderr, nll_samples      importance sampling with K = eval.nll_samples,
                                                   eval.nll_batch_size x eval.nll_chunk rows per pass
+    nll_per_unit, ppl                             the NLL per scored unit and its exponential, the
+                                                  perplexity per word (only for a likelihood whose
+                                                  ``units`` counts them: text)
     elbo, rec, kl, kl_per_dim                     the ELBO with one posterior sample
     mi_batch, mi_split                            I_q, per-minibatch and whole-split estimators
     au, activity                                  active units and per-dimension activity
@@ -237,7 +240,11 @@ class _Diagnostics:
                 rows = slice(s, s + cfg.nll_batch_size)
                 part = Batch(batch.x[rows], batch.index[rows], None if batch.y is None else batch.y[rows])
                 set_context(ctx, batch=part)
-                self.nll.update(map(on, importance_log_weights(model, x[rows], ctx, self.k, cfg.nll_chunk)))
+                units = model.likelihood.units(x[rows])
+                self.nll.update(
+                    map(on, importance_log_weights(model, x[rows], ctx, self.k, cfg.nll_chunk)),
+                    None if units is None else on(units),
+                )
             set_context(ctx, batch=batch)
         for fed in self.plugin_metrics.values():
             fed.update(batch, out)

@@ -48,6 +48,20 @@ class Likelihood(nn.Module):
         """Why data with these properties does not fit this likelihood, or None when it does."""
         return None
 
+    def units(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The number of units each example of ``x`` ``(B, *shape)`` is scored on, ``(B,)``
+        (the tokens of a sentence, its end token included), or None (the default) when a per-unit
+        figure means nothing. When given, the evaluation also reports ``nll_per_unit`` (the
+        importance-sampled NLL summed over the split over the units summed) and
+        ``ppl = exp(nll_per_unit)``, the perplexity per word of the text-VAE papers."""
+        return None
+
+    def render(self, x: torch.Tensor) -> list[str] | None:
+        """Each example of ``x`` ``(B, *shape)`` as text (token ids to a sentence), or None (the
+        default) when the inputs are not text. The analysis commands print and store what this
+        returns instead of drawing image grids."""
+        return None
+
 
 def _sum_pixels(t: torch.Tensor, ndim: int) -> torch.Tensor:
     return t.flatten(start_dim=t.dim() - ndim).sum(-1)

@@ -66,15 +66,19 @@ class VAE(nn.Module):
         n_train: int,
         stack: PluginStack,
         train: TrainConfig | None = None,
+        data_meta: dict[str, Any] | None = None,
     ):
         super().__init__()
         self.config = config
         self.input_shape = tuple(input_shape)
         self.latent_dim = config.latent_dim
-        self.encoder = config.encoder.build(input_shape=self.input_shape, latent_dim=config.latent_dim)
-        self.likelihood = config.likelihood.build(input_shape=self.input_shape)
+        self.data_meta: dict[str, Any] = dict(data_meta or {})
+        """The dataset's :attr:`~vaecore.data.Dataset.meta` the components were built with."""
+        meta = self.data_meta
+        self.encoder = config.encoder.build(input_shape=self.input_shape, latent_dim=config.latent_dim, data_meta=meta)
+        self.likelihood = config.likelihood.build(input_shape=self.input_shape, data_meta=meta)
         self.decoder = config.decoder.build(
-            latent_dim=config.latent_dim, param_shape=self.likelihood.param_shape(self.input_shape)
+            latent_dim=config.latent_dim, param_shape=self.likelihood.param_shape(self.input_shape), data_meta=meta
         )
         self.stack = stack
         self.info = ModelInfo(

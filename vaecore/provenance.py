@@ -65,6 +65,7 @@ def manifest(config: Config, dataset: Dataset, registry: PluginRegistry) -> dict
         "rows": {name: len(dataset.split(name)) for name in ("train", "valid", "test")},
         "binary": dataset.binary,
         "data": dataset.name,
+        "data_meta": dataset.meta,
         "versions": {
             "vaecore": __version__,
             "torch": torch.__version__,
@@ -97,13 +98,16 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
 
 def write_sample(path: Path, test: Split) -> None:
     """A seeded, label-stratified sample of the test split, with its row indices (compressed;
-    binary inputs stored as uint8)."""
+    binary float inputs stored as uint8, integer inputs such as token ids as int64)."""
     from vaecore.data.splits import draw_rows
 
     rows = draw_rows(len(test), min(SAMPLE_ROWS, len(test)), SAMPLE_SEED, test.y)
     x = test.inputs(rows).numpy()
-    binary = bool(((x == 0) | (x == 1)).all())
-    arrays: dict[str, np.ndarray] = {"x": x.astype(np.uint8) if binary else x, "rows": rows.numpy()}
+    if x.dtype.kind in "iu":
+        stored = x.astype(np.int64)
+    else:
+        stored = x.astype(np.uint8) if bool(((x == 0) | (x == 1)).all()) else x
+    arrays: dict[str, np.ndarray] = {"x": stored, "rows": rows.numpy()}
     if test.y is not None:
         arrays["y"] = test.y[rows].numpy()
     part = path.with_name(path.name + ".part.npz")
@@ -111,10 +115,12 @@ def write_sample(path: Path, test: Split) -> None:
     part.replace(path)
 
 
-def read_sample(path: Path, name: str, binary: bool) -> Dataset:
-    """The stored test sample as a dataset whose three splits are that sample."""
+def read_sample(path: Path, name: str, binary: bool, meta: dict[str, Any] | None = None) -> Dataset:
+    """The stored test sample as a dataset whose three splits are that sample (int64 inputs stay
+    integers; the others are float32), with the run's data metadata ``meta``."""
     with np.load(path, allow_pickle=False) as archive:
-        x = torch.from_numpy(archive["x"].astype(np.float32))
+        stored = archive["x"]
+        x = torch.from_numpy(stored if stored.dtype == np.int64 else stored.astype(np.float32))
         y = torch.from_numpy(archive["y"].astype(np.int64)) if "y" in archive.files else None
     split = Split(x, y)
-    return Dataset(name=name, train=split, valid=split, test=split, binary=binary)
+    return Dataset(name=name, train=split, valid=split, test=split, binary=binary, meta=dict(meta or {}))

@@ -97,7 +97,14 @@ def load_run(
     recorded = read_manifest(run.manifest)
     dataset, data_source = _dataset_of(run, config, recorded if allow_sample else None)
     n_train = recorded["n_train"] if recorded is not None else None
-    model = build_model(config, dataset, registry, n_train=n_train)
+    data_meta = recorded.get("data_meta") if recorded is not None else None
+    if data_meta is not None and data_source == "config" and dataset.meta != data_meta:
+        raise CheckpointError(
+            f"{run.manifest}: the data metadata the model was built with (data_meta: "
+            f"{', '.join(sorted(data_meta)) or 'empty'}) differs from what data {dataset.name!r} gives now "
+            "(its vocabulary changed?); restore the run's data, or move it away to use the stored sample"
+        )
+    model = build_model(config, dataset, registry, n_train=n_train, data_meta=data_meta)
     restore_model(model, state, source)
     model.to(config.train.device).eval()
     return LoadedRun(
@@ -112,7 +119,9 @@ def _dataset_of(run: RunDir, config: Config, recorded: dict[str, Any] | None) ->
     except DataError as exc:
         if recorded is None or not run.data_sample.is_file():
             raise
-        dataset = read_sample(run.data_sample, f"{recorded['data']} (stored sample)", bool(recorded["binary"]))
+        dataset = read_sample(
+            run.data_sample, f"{recorded['data']} (stored sample)", bool(recorded["binary"]), recorded.get("data_meta")
+        )
         if tuple(dataset.input_shape) != tuple(recorded["input_shape"]):
             raise CheckpointError(f"{run.data_sample}: its inputs do not have the run's shape") from exc
         print(
@@ -136,6 +145,7 @@ def export_run(loaded: LoadedRun, target: Path) -> Path:
         "config": config_to_dict(loaded.config),
         "input_shape": list(model.input_shape),
         "n_train": model.info.n_train,
+        "data_meta": model.data_meta,
         "epoch": loaded.state.get("epoch"),
         "checkpoint": str(loaded.source),
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -161,6 +171,12 @@ def load_exported(path: str | Path, registry: PluginRegistry | None = None) -> V
         raise CheckpointError(f"{source}: not a vaecore export (format {EXPORT_FORMAT!r} expected)")
     registry = registry if registry is not None else PluginRegistry()
     config = structure_config(dict(content["config"]), registry)
-    model = build_sized_model(config, tuple(content["input_shape"]), int(content["n_train"]), registry)
+    model = build_sized_model(
+        config,
+        tuple(content["input_shape"]),
+        int(content["n_train"]),
+        registry,
+        data_meta=dict(content.get("data_meta") or {}),
+    )
     restore_model(model, {"model": content["model"], "plugin_state": content["plugin_state"]}, source)
     return model.eval()

@@ -501,8 +501,8 @@ class Trainer:
         from vaecore.loggers import image_grid
 
         shape = image_shape(self.model.input_shape)
-        if shape is None:
-            return {}
+        if shape is None or self.model.likelihood.render(self.dataset.test.x[:1]) is not None:
+            return {}  # not images (or text: token ids are no image)
         model, was_training = self.model, self.model.training
         model.eval()
         devices = [self.device] if self.device.type == "cuda" else []

@@ -86,6 +86,10 @@ def _write_result(result: dict[str, Any], target: Path) -> None:
         atomic_write_bytes(target, (json.dumps(result, indent=1) + "\n").encode())
     except OSError as exc:
         raise CheckpointError(os_error_message(exc, target)) from exc
+    for heading, lines in (result.get("text") or {}).items():  # a text model's sentences
+        print(f"{heading}:")
+        for line in lines:
+            print(f"  {line}")
     shown = ", ".join(result["figures"]) or "no figure (inputs are not images)"
     print(f"wrote {target} and {shown} in {target.parent}")
 

@@ -94,16 +94,26 @@ def shown_inputs(split: Split, n: int, seed: int) -> torch.Tensor:
 
 @torch.no_grad()
 def decode_mean(model: VAE, y: torch.Tensor) -> torch.Tensor:
-    """The decoder's mean for latent codes y (through ``latent_map``)."""
-    return model.likelihood.mean(model.decode(model.latent_map(y, model.context(training=False))))
+    """The decoder's mean for latent codes y (through ``latent_map``). An autoregressive decoder
+    decodes greedily (the per-pixel conditional means along the greedy decoding: the convention
+    of ``VAE.sample_prior`` and of the evaluation; for a text likelihood, the greedy sentence)."""
+    z = model.latent_map(y, model.context(training=False))
+    if model.autoregressive:
+        return model.likelihood.mean(model.generate(z, greedy=True)[1])
+    return model.likelihood.mean(model.decode(z))
+
+
+def rendered(model: VAE, x: torch.Tensor) -> list[str] | None:
+    """The inputs ``x`` as text when the model's likelihood renders them (a text model), else None."""
+    return model.likelihood.render(x.cpu())
 
 
 def _grid(
     loaded: LoadedRun, images: torch.Tensor, path: Path, rows: int, title: str, labels: list[str] | None = None
 ) -> figures.Plot | None:
-    """An image grid, None when the inputs are not images."""
+    """An image grid, None when the inputs are not images (or are text)."""
     shape = figures.image_shape(loaded.model.input_shape)
-    if shape is None:
+    if shape is None or rendered(loaded.model, images[:1]) is not None:
         return None
     return figures.image_grid(images, shape, path, rows, title, labels)
 
@@ -136,14 +146,23 @@ def sample(loaded: LoadedRun, out: str | Path, n: int = 64, seed: int = 0) -> An
                 {"test data": (x, None), "prior samples": (samples, None)}, out / "samples.png", "samples", ("x1", "x2")
             )
         ]
-    bce = float((recon - x).abs().flatten(1).sum(-1).mean())
-    numbers = {
-        "n": n,
-        "seed": seed,
-        "inputs": shown.tolist(),
-        "mean_abs_reconstruction_error": bce,
-        "samples": samples.flatten(1).tolist(),
-    }
+    numbers: dict[str, Any] = {"n": n, "seed": seed, "inputs": shown.tolist()}
+    text = rendered(model, x)
+    if text is None:
+        numbers["mean_abs_reconstruction_error"] = float((recon - x).abs().flatten(1).sum(-1).mean())
+    else:  # a text model: sentences, greedy and sampled, instead of pixels
+        torch.manual_seed(seed)
+        drawn = model.sample_prior(n, mean=False)
+        ctx = model.context(training=False)
+        redrawn = model.generate(model.latent_map(posterior_means(model, Split(x)), ctx))[0]
+        numbers["text"] = {
+            "prior samples (greedy)": rendered(model, samples),
+            "prior samples (sampled)": rendered(model, drawn),
+            "test inputs": text,
+            "reconstructions (greedy)": rendered(model, recon),
+            "reconstructions (sampled)": rendered(model, redrawn),
+        }
+    numbers["samples"] = samples.flatten(1).tolist()
     return AnalysisResult(numbers, plots)
 
 
@@ -194,7 +213,7 @@ def traverse(
             f"random direction, {len(zero)} dimensions fixed to zero",
         )
     )
-    numbers = {
+    numbers: dict[str, Any] = {
         "index": index,
         "activity": activity.tolist(),
         "order": order,
@@ -203,6 +222,11 @@ def traverse(
         "zero_dims": zero,
         "direction": direction.tolist(),
     }
+    if rendered(model, images[:1]) is not None:
+        numbers["text"] = {
+            **{f"dim {d}": rendered(model, images[i * steps : (i + 1) * steps]) for i, d in enumerate(chosen)},
+            "random direction": rendered(model, decode_mean(model, line)),
+        }
     return AnalysisResult(numbers, plots)
 
 
@@ -233,12 +257,15 @@ def interpolate(
         name: float(fisher_rao_length(*fn(mu[0], sigma[0], mu[1], sigma[1], fine))) for name, fn in paths.items()
     }
     eps = torch.randn(model.latent_dim, generator=torch.Generator().manual_seed(seed))
-    rows, labels, chosen = [], [], None
+    rows, labels, chosen, text = [], [], None, {}
     for name, fn in paths.items():  # both paths in one figure, each labelled with its length
         pm, ps = fn(mu[0], sigma[0], mu[1], sigma[1], t)
         y = (pm + ps * eps).float() if decode == "sample" else pm.float()
         rows.append(torch.cat([test.inputs([start]), decode_mean(model, y), test.inputs([end])]))
         labels.append(f"{name}\nlength {lengths[name]:.2f}")
+        sentences = rendered(model, rows[-1])
+        if sentences is not None:
+            text[name] = sentences
         if name == path:
             chosen = (pm, ps)
     assert chosen is not None
@@ -256,6 +283,8 @@ def interpolate(
         "fisher_rao_distance": float(fisher_rao_distance(mu[0], sigma[0], mu[1], sigma[1])),
         "fisher_rao_length": lengths,
     }
+    if text:
+        numbers["text"] = text
     return AnalysisResult(numbers, [plot])
 
 

@@ -236,6 +236,7 @@ def binarize(ds: Dataset, mode: str, seed: int) -> Dataset:
         valid=Split(fixed["valid"], ds.valid.y),
         test=Split(fixed["test"], ds.test.y),
         binary=True,
+        meta=ds.meta,
     )
 
 
@@ -254,4 +255,6 @@ def select_labels(ds: Dataset, keep: list[int]) -> Dataset:
             present = sorted(set(s.y.tolist()))
             raise DataError(f"data.digits = {keep}: no {name} rows with these labels (labels present: {present})")
         splits[name] = Split(s.x[rows], s.y[rows], probs=None if s.probs is None else s.probs[rows])
-    return Dataset(name=ds.name, train=splits["train"], valid=splits["valid"], test=splits["test"], binary=ds.binary)
+    return Dataset(
+        name=ds.name, train=splits["train"], valid=splits["valid"], test=splits["test"], binary=ds.binary, meta=ds.meta
+    )

@@ -236,6 +236,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         valid=subset(ds.valid, cfg.valid_size, cfg, "valid"),
         test=subset(ds.test, cfg.test_size, cfg, "test"),
         binary=ds.binary,
+        meta=ds.meta,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import attrs
 import numpy as np
@@ -116,13 +117,19 @@ class Split:
 
 @attrs.frozen
 class Dataset:
-    """A named dataset with its splits. ``binary`` says every input is 0 or 1."""
+    """A named dataset with its splits. ``binary`` says every input is 0 or 1.
+
+    ``meta`` holds JSON-serialisable facts about the data that building the model needs besides
+    the input shape (a text corpus's vocabulary). The core records it in the run's ``run.json``
+    (``data_meta``) and passes it to every component factory that takes a ``data_meta`` argument,
+    so a run's model is rebuilt from the run folder alone, without its data."""
 
     name: str
     train: Split
     valid: Split
     test: Split
     binary: bool
+    meta: dict[str, Any] = attrs.field(factory=dict)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

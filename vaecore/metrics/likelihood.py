@@ -27,12 +27,16 @@ class ImportanceSampledNLL(Metric):
     ``iwae_bound`` (the IWAE lower bound L_K of log p(x) for the same K: the same per-example
     quantity with the opposite sign, so ``iwae_bound == -nll`` exactly for one draw of K samples),
     ``nll_stderr`` (the standard error of the mean over examples) and ``nll_samples`` (K).
+    When ``update`` is also given ``units`` ``(B,)`` (the units each example is scored on, the
+    words of a sentence: :meth:`vaecore.likelihoods.Likelihood.units`), ``compute`` adds
+    ``nll_per_unit`` (the summed NLL over the summed units) and ``ppl = exp(nll_per_unit)``.
     """
 
     sum_log_px: torch.Tensor
     sum_sq_log_px: torch.Tensor
     count: torch.Tensor
     samples: torch.Tensor
+    units: torch.Tensor
 
     is_differentiable = False
     higher_is_better = False
@@ -44,10 +48,15 @@ class ImportanceSampledNLL(Metric):
         self.add_state("sum_sq_log_px", torch.tensor(0.0, dtype=F64), dist_reduce_fx="sum")
         self.add_state("count", torch.tensor(0.0, dtype=F64), dist_reduce_fx="sum")
         self.add_state("samples", torch.tensor(0.0, dtype=F64), dist_reduce_fx="max")
+        self.add_state("units", torch.tensor(0.0, dtype=F64), dist_reduce_fx="sum")
 
-    def update(self, log_w: torch.Tensor | Iterable[torch.Tensor]) -> None:  # type: ignore[override]
+    def update(  # type: ignore[override]
+        self, log_w: torch.Tensor | Iterable[torch.Tensor], units: torch.Tensor | None = None
+    ) -> None:
         chunks = [log_w] if isinstance(log_w, torch.Tensor) else log_w
         log_px, k = streaming_log_mean_exp(chunks)
+        if units is not None:
+            self.units += units.double().sum()
         self.sum_log_px += log_px.sum()
         self.sum_sq_log_px += log_px.pow(2).sum()
         self.count += log_px.shape[0]
@@ -57,12 +66,16 @@ class ImportanceSampledNLL(Metric):
         n = self.count
         mean = self.sum_log_px / n
         var = (self.sum_sq_log_px / n - mean * mean).clamp_min(0.0) * n / (n - 1).clamp_min(1.0)
-        return {
+        results = {
             "nll": -mean,
             "iwae_bound": mean,
             "nll_stderr": (var / n).sqrt(),
             "nll_samples": self.samples.long(),
         }
+        if float(self.units) > 0:
+            per_unit = -self.sum_log_px / self.units
+            results.update(nll_per_unit=per_unit, ppl=per_unit.exp())
+        return results
 
 
 class ELBOTerms(Metric):

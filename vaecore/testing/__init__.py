@@ -215,7 +215,7 @@ def train_steps(
     config = load(raw, registry)
     data = dataset if dataset is not None else synthetic_dataset()
     n = min(len(data.train), steps * config.train.batch_size)
-    data = Dataset(data.name, data.train.head(n), data.valid, data.test, binary=data.binary)
+    data = Dataset(data.name, data.train.head(n), data.valid, data.test, binary=data.binary, meta=data.meta)
     import tempfile
 
     unused = Path(tempfile.gettempdir()) / "vaecore-train-steps-unused"  # nothing is written
