@@ -19,10 +19,15 @@ from typing import Any, ClassVar
 
 import attrs
 
+from vaecore.errors import VaecoreError
 from vaecore.sweep import RunSpec
 
 RECORD = "launcher.json"
 """The file in the sweep folder naming the launcher and the job of each submitted grid point."""
+
+
+class LauncherError(VaecoreError):
+    """The engine refused the sweep (no cluster at the address, sbatch failed): one line, exit 1."""
 
 
 @attrs.frozen
@@ -85,8 +90,9 @@ class Launcher(abc.ABC):
         the grid points to run): the cores the launcher gives each point."""
 
     @classmethod
-    def live_states(cls, record: dict[str, Any], names: Sequence[str]) -> dict[str, str]:
-        """What the engine says of each submitted point that has not finished: ``pending`` or
+    def live_states(cls, out: Path, record: dict[str, Any], names: Sequence[str]) -> dict[str, str]:
+        """What the engine says of each submitted point of the sweep in ``out`` that has not
+        finished (``record``: its :data:`RECORD`): ``pending`` or
         ``running`` (absent: the engine has nothing running for it). By default the sweep's own
         process runs or waits for its jobs: while it lives, a point not yet started is pending."""
         if not process_alive(record.get("sweep", "")):

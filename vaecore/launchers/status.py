@@ -42,11 +42,12 @@ def sweep_states(out: Path) -> list[PointState]:
     unfinished = [name for name in runs if not (out / name / "eval.json").is_file()]
     live: dict[str, str] = {}
     if record.get("kind") and unfinished:
-        from vaecore.launchers import LAUNCHERS, launcher_class
+        from vaecore.launchers import LAUNCHERS, launcher_class, require
 
         if record["kind"] in LAUNCHERS:
+            require(record["kind"], f"--status {out} (a {record['kind']} sweep)")
             submitted = [name for name in unfinished if name in record.get("jobs", {})]
-            live = launcher_class(record["kind"]).live_states(record, submitted)
+            live = launcher_class(record["kind"]).live_states(out, record, submitted)
     states = []
     for name in runs:
         run, log = RunDir(out / name), out / "logs" / f"{name}.log"
