@@ -44,7 +44,9 @@ def install_slurm() -> None:
         return
     if os.geteuid() != 0 or not _which("apt-get"):
         missing = [b for b in SLURM_BINARIES if not _which(b)]
-        raise EngineUnavailable(f"Slurm is not installed ({', '.join(missing)} missing) and apt-get as root is not available")
+        raise EngineUnavailable(
+            f"Slurm is not installed ({', '.join(missing)} missing) and apt-get as root is not available"
+        )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", *SLURM_PACKAGES]):
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
@@ -140,7 +142,7 @@ StorageLoc=slurm_acct_db
     dbd_conf.chmod(0o600)
 
     def start(cmd: list[str], name: str) -> None:
-        out = open(log / f"{name}.out", "w")  # noqa: SIM115 - closed with the process
+        out = open(log / f"{name}.out", "w")
         procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
 
     try:

@@ -89,14 +89,18 @@ def test_the_options_of_an_engine_are_validated_by_its_class(monkeypatch):
 
 
 @pytest.mark.parametrize(("kind", "package", "extra"), [("slurm", "submitit", "slurm"), ("ray", "ray", "ray")])
-def test_a_missing_engine_package_is_one_line_naming_the_extra(config, tmp_path, capsys, monkeypatch, kind, package, extra):
+def test_a_missing_engine_package_is_one_line_naming_the_extra(
+    config, tmp_path, capsys, monkeypatch, kind, package, extra
+):
     monkeypatch.setitem(sys.modules, package, None)  # import fails, as without the package
     out = tmp_path / "out"
     err = _refused(capsys, ["sweep", str(config), "--grid", "train.lr=0.001", "--out", str(out), "--launcher", kind])
     assert f"--launcher {kind}: the {kind} launcher needs the package '{package}', which is not installed" in err
     assert f"pip install 'vaecore[{extra}]'" in err
     assert not out.exists()
-    err = _refused(capsys, ["sweep", str(config), "--grid", "train.lr=0.001", "--out", str(out), "--set", f"launcher.kind={kind}"])
+    err = _refused(
+        capsys, ["sweep", str(config), "--grid", "train.lr=0.001", "--out", str(out), "--set", f"launcher.kind={kind}"]
+    )
     assert f"launcher.kind: the {kind} launcher needs the package '{package}'" in err
 
 

@@ -132,9 +132,7 @@ def make_parser() -> argparse.ArgumentParser:
         "only when its config equals the one asked for; a run of another config stops the sweep, naming the "
         "keys that differ.",
     )
-    sweep.add_argument(
-        "config", type=Path, nargs="?", help="the TOML config every run starts from (not with --status)"
-    )
+    sweep.add_argument("config", type=Path, nargs="?", help="the TOML config every run starts from (not with --status)")
     sweep.add_argument(
         "--grid",
         action="append",
