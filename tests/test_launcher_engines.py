@@ -227,3 +227,33 @@ def test_a_point_killed_mid_run_is_resumed_by_the_rerun(engine, long_config, uni
     assert resumed["epoch"] == uninterrupted["epoch"]  # the best epoch, the same
     same = {k: v for k, v in resumed.items() if k not in TIMING}
     assert same == {k: v for k, v in uninterrupted.items() if k not in TIMING}
+
+
+def test_a_preempted_slurm_job_is_requeued_and_resumes(slurm, long_config, uninterrupted, tmp_path):
+    """What Slurm does to a preempted job (and submitit's own test hook does): SIGTERM, then the
+    signal submitit requeues on (USR2, also sent before a time limit). The sweep waits for the
+    requeued job, which resumes from the last checkpoint to the uninterrupted result."""
+    out = tmp_path / "sweep"
+    run = "train.lr-0.001"
+    argv = ["sweep", str(long_config), "--grid", "train.lr=0.001", "--out", str(out), *slurm["args"]]
+    sweep = subprocess.Popen([sys.executable, "-m", "vaecore.cli", *argv], stderr=subprocess.PIPE, text=True)
+    metrics, lock = out / run / "metrics.jsonl", RunDir(out / run).lock()
+    deadline = time.monotonic() + 180
+    while not (lock.held() and metrics.is_file() and len(metrics.read_text().splitlines()) >= 3):
+        assert sweep.poll() is None, sweep.communicate()[1]
+        assert time.monotonic() < deadline, "the run did not start"
+        time.sleep(0.2)
+    job = str(json.loads((out / "launcher.json").read_text())["jobs"][run])
+    subprocess.run(["scancel", "--signal=TERM", job], check=True)
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    _, err = sweep.communicate(timeout=400)
+    assert sweep.returncode == 0, err
+    assert _rows(out)[0]["status"] == "done"
+    log = (out / "logs" / f"{run}.log").read_text()
+    assert "the Slurm job is requeued" in log
+    commands = [line for line in log.splitlines() if " -m vaecore.cli train " in line]
+    assert len(commands) == 2 and " --resume " not in commands[0] and " --resume " in commands[1]
+    resumed = json.loads((out / run / "eval.json").read_text())
+    assert {k: v for k, v in resumed.items() if k not in TIMING} == {
+        k: v for k, v in uninterrupted.items() if k not in TIMING
+    }

@@ -30,6 +30,7 @@ table with ``mean ± std`` cells.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import itertools
 import json
@@ -37,6 +38,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -286,11 +288,14 @@ def run_point(
     env: dict[str, str],
     cwd: Path | None = None,
     on_start: Callable[[subprocess.Popen], None] | None = None,
+    shield: Sequence[int] = (),
 ) -> str:
     """Reuse, resume or train one grid point (its config already checked) with every launcher:
     a ``vaecore train`` process started in ``cwd`` writing to ``OUT/logs/<run>.log``, resumed when
-    the point has a checkpoint; returns its status (``reused``, ``done`` or ``failed``).
-    ``on_start`` gets the process as soon as it runs (the local launcher stops it on Ctrl-C)."""
+    the point has a checkpoint (the log then continues); returns its status (``reused``, ``done``
+    or ``failed``). ``on_start`` gets the process as soon as it runs (the local launcher stops it
+    on Ctrl-C); the process ignores the signals in ``shield`` (those Slurm sends a job before
+    submitit requeues it, so that the job's own process decides)."""
     run_dir = out / spec.name
     if (run_dir / "eval.json").is_file():
         return "reused"
@@ -302,10 +307,11 @@ def run_point(
                 (run_dir / leftover).unlink(missing_ok=True)
         log.parent.mkdir(parents=True, exist_ok=True)
         cmd = train_command(config, run_dir, [*overrides, "train.progress=false", *spec.overrides], resume)
-        with open(log, "w", encoding="utf-8") as fh:
+        with open(log, "a" if resume else "w", encoding="utf-8") as fh:
             fh.write(" ".join(cmd) + "\n")
             fh.flush()
-            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+            preexec = functools.partial(_ignore, tuple(shield)) if shield else None
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd, preexec_fn=preexec)
             if on_start is not None:
                 on_start(proc)
             code = proc.wait()
@@ -315,6 +321,11 @@ def run_point(
             fh.write(f"vaecore sweep: error: {exc}\n")
         return "failed"
     return "done" if code == 0 and (run_dir / "eval.json").is_file() else "failed"
+
+
+def _ignore(signals: tuple[int, ...]) -> None:
+    for number in signals:
+        signal.signal(number, signal.SIG_IGN)
 
 
 def _scalar(value: Any) -> bool:

@@ -45,6 +45,8 @@ class PointJob:
     cwd: Path
     env: dict[str, str] = attrs.field(factory=dict)
     """Environment variables set for the training process, over the worker's own."""
+    shield: tuple[int, ...] = ()
+    """Signals the training process ignores (see :func:`vaecore.sweep.run_point`)."""
 
     @property
     def name(self) -> str:
@@ -59,7 +61,7 @@ class PointJob:
         from vaecore.sweep import run_point
 
         env = {**os.environ, **self.env}
-        return run_point(self.config, self.out, self.spec, self.overrides, env, self.cwd, on_start)
+        return run_point(self.config, self.out, self.spec, self.overrides, env, self.cwd, on_start, self.shield)
 
     def note(self, text: str) -> None:
         """Append a line from the launcher to the point's log (why the engine ended it, say)."""

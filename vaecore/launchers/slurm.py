@@ -9,6 +9,7 @@ job states with ``sacct``, so the cluster needs accounting (slurmdbd).
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,11 @@ from vaecore.launchers.base import Launcher, LauncherError, PointJob, write_reco
 
 FOLDER = "slurm"
 """submitit's folder in the sweep folder."""
+SHIELD = (signal.SIGTERM, signal.SIGUSR2)
+"""What Slurm sends a job's processes before a time limit or a preemption. submitit's process
+catches them and requeues the job; the training process ignores them, so that it is not ended
+first (which would end the job as failed instead of requeued): it stops only when the job does,
+and the requeued job resumes from the last checkpoint."""
 
 
 @attrs.define(kw_only=True)
@@ -106,7 +112,7 @@ class SlurmLauncher(Launcher):
         executor = self.executor(out)
         try:
             with executor.batch():
-                handles = [executor.submit(SlurmPoint(job)) for job in jobs]
+                handles = [executor.submit(SlurmPoint(attrs.evolve(job, shield=SHIELD))) for job in jobs]
         except (OSError, RuntimeError, subprocess.SubprocessError) as exc:  # no sbatch, sbatch refused
             lines = [line for line in str(exc).strip().splitlines() if line.strip()] or [type(exc).__name__]
             raise LauncherError(f"the sweep's Slurm jobs could not be submitted: {lines[-1]}") from exc
