@@ -11,8 +11,10 @@ from __future__ import annotations
 import abc
 import json
 import os
+import signal
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -100,6 +102,25 @@ class Launcher(abc.ABC):
         if not process_alive(record.get("sweep", "")):
             return {}
         return {name: "pending" for name in names}
+
+
+STOP_GRACE_S = 30.0
+"""How long a training process asked to stop may take to save its state before it is killed."""
+
+
+def stop_training(processes: Sequence[subprocess.Popen], grace_s: float = STOP_GRACE_S) -> None:
+    """Stop training processes as Ctrl-C does (SIGINT: each saves its state and exits), killing
+    those still running after ``grace_s``."""
+    live = [p for p in processes if p.poll() is None]
+    for proc in live:
+        proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + grace_s
+    for proc in live:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def process_alive(holder: str) -> bool:

@@ -4,7 +4,6 @@ at a time (today's ``vaecore sweep --jobs N``)."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import threading
 from collections.abc import Sequence
@@ -14,10 +13,7 @@ from pathlib import Path
 import attrs
 
 from vaecore import validators as v
-from vaecore.launchers.base import Launcher, PointJob, write_record
-
-STOP_GRACE_S = 30.0
-"""How long a training process stopped by Ctrl-C may take to save its state before it is killed."""
+from vaecore.launchers.base import Launcher, PointJob, stop_training, write_record
 
 
 @attrs.define(kw_only=True)
@@ -68,13 +64,7 @@ class LocalLauncher(Launcher):
             pool.shutdown(wait=False, cancel_futures=True)
             with lock:
                 live = list(running)
-            for proc in live:
-                proc.send_signal(signal.SIGINT)
-            for proc in live:
-                try:
-                    proc.wait(timeout=STOP_GRACE_S)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_training(live)
             raise
         finally:
             pool.shutdown(wait=True)

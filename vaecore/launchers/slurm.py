@@ -18,15 +18,15 @@ from typing import Any
 import attrs
 
 from vaecore import validators as v
-from vaecore.launchers.base import Launcher, LauncherError, PointJob, write_record
+from vaecore.launchers.base import Launcher, LauncherError, PointJob, stop_training, write_record
 
 FOLDER = "slurm"
 """submitit's folder in the sweep folder."""
 SHIELD = (signal.SIGTERM, signal.SIGUSR2)
 """What Slurm sends a job's processes before a time limit or a preemption. submitit's process
 catches them and requeues the job; the training process ignores them, so that it is not ended
-first (which would end the job as failed instead of requeued): it stops only when the job does,
-and the requeued job resumes from the last checkpoint."""
+first (which would end the job as failed instead of requeued): submitit's handler stops it
+(:meth:`SlurmPoint.checkpoint`), and the requeued job resumes from the last checkpoint."""
 
 
 @attrs.define(kw_only=True)
@@ -53,20 +53,26 @@ class SlurmOptions:
     """Further sbatch options, without the dashes: ``{ account = "lab", qos = "short" }``."""
 
 
+_TRAINING: list[subprocess.Popen] = []
+"""The training process of the job running in this process (for :meth:`SlurmPoint.checkpoint`)."""
+
+
 @attrs.frozen
 class SlurmPoint:
     """A grid point as submitit runs it: calling it runs the point; ``checkpoint`` is what
-    submitit calls when the job times out or is preempted, to requeue the same point (which then
-    resumes from its last checkpoint)."""
+    submitit calls when the job times out or is preempted: it stops the training process (which
+    saves its state, as on Ctrl-C) before submitit requeues the same point, which then resumes
+    from its last checkpoint."""
 
     job: PointJob
 
     def __call__(self) -> str:
-        return self.job()
+        return self.job(on_start=_TRAINING.append)
 
     def checkpoint(self) -> Any:
         import submitit
 
+        stop_training(_TRAINING)
         self.job.note("the Slurm job is requeued (time limit or preemption); it resumes from its last checkpoint")
         return submitit.helpers.DelayedSubmission(self)
 
