@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,15 @@ class SlurmPoint:
     job: PointJob
 
     def __call__(self) -> str:
-        return self.job(on_start=_TRAINING.append)
+        # the point runs in a thread: the main thread, where submitit's signal handler runs, then
+        # waits in join() rather than inside the training process's wait(), which the handler's
+        # stop_training could not re-enter
+        result: list[str] = []
+        worker = threading.Thread(target=lambda: result.append(self.job(on_start=_TRAINING.append)), daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.5)
+        return result[0] if result else "failed"
 
     def checkpoint(self) -> Any:
         import submitit
