@@ -69,6 +69,27 @@ def loggers(session: nox.Session) -> None:
 
 
 @nox.session
+def slurm(session: nox.Session) -> None:
+    """The slurm launcher (the slurm extra: submitit) against a real single-node Slurm cluster,
+    which the tests start on this machine and stop after: tests/engines.py installs slurmctld,
+    slurmd, slurmdbd, munge and MariaDB with apt-get when missing (as root). Not in the default run."""
+    install_core(session, "slurm")
+    session.run(
+        "pytest", "tests/test_launcher_engines.py", "-k", "slurm", *session.posargs, env={"VAECORE_ENGINES": "slurm"}
+    )
+
+
+@nox.session
+def ray(session: nox.Session) -> None:
+    """The ray launcher (the ray extra) against a local Ray cluster that the tests start with
+    `ray start --head` and stop with `ray stop`. Not in the default run."""
+    install_core(session, "ray")
+    session.run(
+        "pytest", "tests/test_launcher_engines.py", "-k", "ray", *session.posargs, env={"VAECORE_ENGINES": "ray"}
+    )
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     session.install(*CONSTRAINTS, "ruff")
     session.run("ruff", "check", "vaecore", "tests", "plugins", "benchmarks", "noxfile.py")

@@ -340,6 +340,7 @@ def config_page() -> str:
         parts += _fields_table(cls, section, sources, namespace)
         if issubclass(cls, cfg.ComponentConfig):
             parts += _components_part(cls, section)
+    parts += _launcher_part()
     loggers = cfg.LoggerConfig
     attrs.resolve_types(loggers)
     parts += ["", "## `[[loggers]]`", "", rst_to_md(inspect.getdoc(loggers) or ""), ""]
@@ -361,6 +362,29 @@ def config_page() -> str:
         "| `id` | string | the name | an identifier, not a Python keyword | the entry's id in this stack |",
     ]
     return "\n".join(parts).rstrip() + "\n"
+
+
+def _launcher_part() -> list[str]:
+    """``[launcher]``: the sweep's launchers (vaecore/launchers), each with its options."""
+    from vaecore.launchers import LAUNCHERS, launcher_class
+
+    parts = [
+        "",
+        "## `[launcher]`",
+        "",
+        "Where `vaecore sweep` trains its runs (see [sweeps](sweeps.md#launchers)); `vaecore train` ignores",
+        "the table, and a run trained by another launcher is reused. `kind` (`"
+        + "`, `".join(LAUNCHERS)
+        + "`; default `local`, `--launcher` on the command line) chooses",
+        "the launcher; the keys beside it are its options:",
+    ]
+    for kind in LAUNCHERS:
+        options = launcher_class(kind).options_class
+        attrs.resolve_types(options)
+        module = inspect.getmodule(options)
+        parts += ["", f'### `[launcher]` kind = "{kind}"', "", rst_to_md(inspect.getdoc(options) or ""), ""]
+        parts += _fields_table(options, "launcher", _field_sources(options), vars(module) if module else {})
+    return parts
 
 
 def _fields_table(

@@ -132,7 +132,7 @@ def make_parser() -> argparse.ArgumentParser:
         "only when its config equals the one asked for; a run of another config stops the sweep, naming the "
         "keys that differ.",
     )
-    sweep.add_argument("config", type=Path, help="the TOML config every run starts from")
+    sweep.add_argument("config", type=Path, nargs="?", help="the TOML config every run starts from (not with --status)")
     sweep.add_argument(
         "--grid",
         action="append",
@@ -145,7 +145,22 @@ def make_parser() -> argparse.ArgumentParser:
         metavar="S1,S2",
         help="train every grid point with each of these seeds, e.g. 0,1,2 (the grid train.seed=0,1,2, swept last)",
     )
-    sweep.add_argument("--jobs", type=int, default=1, metavar="N", help="runs at a time (default: 1)")
+    sweep.add_argument(
+        "--launcher",
+        metavar="NAME",
+        help="where the runs train: local (processes here, the default), slurm (jobs through submitit) or ray "
+        "(tasks on a Ray cluster); default: [launcher] kind of the config, whose other keys are the launcher's "
+        "options (--set launcher.KEY=VALUE sets one)",
+    )
+    sweep.add_argument(
+        "--jobs", type=int, metavar="N", help="runs at a time, local launcher only (default: launcher.jobs, 1)"
+    )
+    sweep.add_argument(
+        "--status",
+        type=Path,
+        metavar="OUT",
+        help="show each run of the sweep folder OUT as pending, running, done or failed, and exit",
+    )
     sweep.add_argument("--out", type=Path, help="the sweep folder (default: sweeps/<config name>)")
     sweep.add_argument(
         "--retrain-stale",
@@ -405,12 +420,21 @@ def cmd_new_plugin(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from vaecore.errors import ConfigError
     from vaecore.sweep import run_sweep
 
+    if args.status is not None:
+        from vaecore.launchers.status import status_table, sweep_states
+
+        print(status_table(sweep_states(args.status)), end="")
+        return 0
+    if args.config is None:
+        raise ConfigError("sweep: give the CONFIG to sweep (or --status OUT to see a sweep's state)")
     result = run_sweep(
         args.config,
         args.grid,
         jobs=args.jobs,
+        launcher=args.launcher,
         out=args.out,
         overrides=args.overrides,
         seeds=args.seeds,

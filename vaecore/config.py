@@ -353,6 +353,9 @@ class Config:
     eval: EvalConfig = attrs.field(factory=EvalConfig)
     loggers: list[LoggerConfig] = attrs.field(factory=list)
     plugins: list[PluginEntry] = attrs.field(factory=list)
+    launcher: dict[str, Any] | None = None
+    """The ``[launcher]`` table: where ``vaecore sweep`` runs its grid points (``kind`` and the
+    launcher's options, validated by :mod:`vaecore.launchers`); training ignores it."""
 
 
 # structuring -------------------------------------------------------------------------------
@@ -404,6 +407,8 @@ def _type_name(tp: Any) -> str:
     if tp in names:
         return names[tp]
     origin = typing.get_origin(tp)
+    if origin is dict:
+        return "a table"
     if origin in (list, Sequence):
         return f"a list of {_type_name(typing.get_args(tp)[0]).removeprefix('a ').removeprefix('an ')}s"
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):

@@ -136,6 +136,24 @@ class RunLock:
         os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
         self._fd = fd
 
+    def held(self) -> bool:
+        """Whether a process holds the lock now (probed without taking it for long; False on a
+        file system without locks)."""
+        if self._fd is not None:
+            return True
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:  # no lock file: nothing ever trained here
+            return False
+        try:
+            if not _try_lock(fd):
+                return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)  # releases the probe's lock, if it got it
+        return False
+
     def release(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None

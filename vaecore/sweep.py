@@ -30,6 +30,7 @@ table with ``mean ± std`` cells.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import itertools
 import json
@@ -37,11 +38,11 @@ import math
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,8 @@ SIZE_COLUMNS = ("split_rows", "train_rows", "train_seconds")
 """The budget of each run, last in the table: rows evaluated, training rows, training wall time (s)."""
 """eval.json keys not repeated as metric columns (``epoch`` has its own column)."""
 FINISHED = ("done", "reused")
+EXIT_LINE = "vaecore sweep: the training process exited with code "
+"""The last line of a grid point's log once its training process has ended."""
 STALE_FOLDER = "stale"
 STD_NOTE = (
     "mean ± sample standard deviation (ddof=1) over the seeds that finished (`train.seed`: the seeds, "
@@ -277,8 +280,22 @@ def train_command(config: Path, run_dir: Path, overrides: Sequence[str], resume:
     return cmd
 
 
-def _run_one(config: Path, out: Path, spec: RunSpec, overrides: Sequence[str], env: dict[str, str]) -> str:
-    """Reuse, resume or train one grid point (its config already checked); returns its status."""
+def run_point(
+    config: Path,
+    out: Path,
+    spec: RunSpec,
+    overrides: Sequence[str],
+    env: dict[str, str],
+    cwd: Path | None = None,
+    on_start: Callable[[subprocess.Popen], None] | None = None,
+    shield: Sequence[int] = (),
+) -> str:
+    """Reuse, resume or train one grid point (its config already checked) with every launcher:
+    a ``vaecore train`` process started in ``cwd`` writing to ``OUT/logs/<run>.log``, resumed when
+    the point has a checkpoint (the log then continues); returns its status (``reused``, ``done``
+    or ``failed``). ``on_start`` gets the process as soon as it runs (the local launcher stops it
+    on Ctrl-C); the process ignores the signals in ``shield`` (those Slurm sends a job before
+    submitit requeues it, so that the job's own process decides)."""
     run_dir = out / spec.name
     if (run_dir / "eval.json").is_file():
         return "reused"
@@ -290,15 +307,25 @@ def _run_one(config: Path, out: Path, spec: RunSpec, overrides: Sequence[str], e
                 (run_dir / leftover).unlink(missing_ok=True)
         log.parent.mkdir(parents=True, exist_ok=True)
         cmd = train_command(config, run_dir, [*overrides, "train.progress=false", *spec.overrides], resume)
-        with open(log, "w", encoding="utf-8") as fh:
+        with open(log, "a" if resume else "w", encoding="utf-8") as fh:
             fh.write(" ".join(cmd) + "\n")
             fh.flush()
-            code = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, check=False).returncode
+            preexec = functools.partial(_ignore, tuple(shield)) if shield else None
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd, preexec_fn=preexec)
+            if on_start is not None:
+                on_start(proc)
+            code = proc.wait()
+            fh.write(f"{EXIT_LINE}{code}\n")
     except OSError as exc:  # one point's problem must not stop the others
         with open(log, "a", encoding="utf-8") as fh:
             fh.write(f"vaecore sweep: error: {exc}\n")
         return "failed"
     return "done" if code == 0 and (run_dir / "eval.json").is_file() else "failed"
+
+
+def _ignore(signals: tuple[int, ...]) -> None:
+    for number in signals:
+        signal.signal(number, signal.SIG_IGN)
 
 
 def _scalar(value: Any) -> bool:
@@ -470,24 +497,33 @@ def _sweep_folder(out: Path) -> None:
 def run_sweep(
     config: str | Path,
     grid_items: Sequence[str],
-    jobs: int = 1,
+    jobs: int | None = None,
     out: str | Path | None = None,
     overrides: Sequence[str] = (),
     seeds: str | None = None,
     retrain_stale: bool = False,
+    launcher: str | None = None,
 ) -> SweepResult:
-    """Run every grid point (``jobs`` at a time), reuse finished ones of the same config, and
-    gather the table. ``seeds`` (``"0,1,2"``) sweeps ``train.seed`` last. A finished or
-    checkpointed run of another config stops the sweep before anything trains, unless
-    ``retrain_stale`` moves it to ``OUT/stale/`` and trains the point again."""
+    """Run every grid point, reuse finished ones of the same config, and gather the table.
+    ``launcher`` (``local``, ``slurm``, ``ray``; default: the config's ``[launcher] kind``, else
+    ``local``) says where the points run, ``jobs`` how many at a time for ``local`` (default 1).
+    ``seeds`` (``"0,1,2"``) sweeps ``train.seed`` last. A finished or checkpointed run of another
+    config stops the sweep before anything trains, unless ``retrain_stale`` moves it to
+    ``OUT/stale/`` and trains the point again."""
+    from vaecore.launchers import make_launcher
+    from vaecore.launchers.base import PointJob
+
     config = Path(config)
-    if jobs < 1:
+    if jobs is not None and jobs < 1:
         raise ConfigError([f"--jobs: must be >= 1, got {jobs}"])
     grid = parse_grid(grid_items, seeds)
     if SEED_KEY in dict(grid) and (fixed := [o for o in overrides if o.partition("=")[0].strip() == SEED_KEY]):
         raise ConfigError([f"--set {fixed[0]}: {SEED_KEY} is swept; drop the --set or the seeds"])
+    if swept := [k for k, _ in grid if k.split(".")[0] == "launcher"]:
+        raise ConfigError([f"--grid {swept[0]}: the launcher is the same for the whole sweep; use --set"])
     specs = expand(grid)
     configs = check_configs(config, specs, overrides)
+    chosen = make_launcher(configs[specs[0].name].launcher, launcher, jobs)
     out = Path(out) if out is not None else Path("sweeps") / config.stem
     _sweep_folder(out)
     stale = stale_runs(out, specs, configs)
@@ -507,6 +543,7 @@ def run_sweep(
                 "grid": dict(grid),
                 "seeds": dict(grid).get(SEED_KEY),
                 "overrides": list(overrides),
+                "launcher": chosen.kind,
                 "runs": {s.name: s.overrides for s in specs},
             },
             indent=2,
@@ -514,10 +551,14 @@ def run_sweep(
         + "\n",
         encoding="utf-8",
     )
-    env = dict(os.environ)
-    if "OMP_NUM_THREADS" not in env:  # share the cores between the parallel runs
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {s.name: pool.submit(_run_one, config, out, s, overrides, env) for s in specs}
-        statuses = {name: f.result() for name, f in futures.items()}
+    statuses = {s.name: "reused" for s in specs if (out / s.name / "eval.json").is_file()}
+    todo = [s for s in specs if s.name not in statuses]
+    env = {}
+    if "OMP_NUM_THREADS" not in os.environ:  # share the cores between the parallel runs
+        env["OMP_NUM_THREADS"] = str(chosen.threads(len(todo)))
+    jobs_to_run = [PointJob(config.resolve(), out.resolve(), s, tuple(overrides), Path.cwd(), env) for s in todo]
+    for job in jobs_to_run:  # a log is this attempt's: --status reads a log as the point having run
+        job.log.unlink(missing_ok=True)
+    if jobs_to_run:
+        statuses.update(chosen.run(jobs_to_run, out.resolve()))
     return gather(out, grid, statuses)

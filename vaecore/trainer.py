@@ -31,7 +31,9 @@ from vaecore.provenance import manifest, write_manifest, write_sample
 from vaecore.restore import LoadedRun, load_run, plugin_states, restore_model
 from vaecore.runs import RunDir
 
-COSMETIC_CHANGES: frozenset[tuple[str, ...]] = frozenset({("train", "progress"), ("train", "threads"), ("loggers",)})
+COSMETIC_CHANGES: frozenset[tuple[str, ...]] = frozenset(
+    {("train", "progress"), ("train", "threads"), ("loggers",), ("launcher",)}
+)
 """Config keys that do not change what a run computes."""
 RESUMABLE_CHANGES = COSMETIC_CHANGES | {("train", "epochs")}
 """Config keys that may differ between a run and its resumption (each change is recorded)."""
