@@ -344,24 +344,6 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def _train_seconds(run_dir: Path) -> float | None:
-    """The wall time of a run's training epochs (the ``seconds`` of its metrics.jsonl records),
-    None without records."""
-    try:
-        lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return None
-    total, seen = 0.0, False
-    for line in lines:
-        try:
-            value = json.loads(line).get("seconds")
-        except (ValueError, AttributeError):  # a torn last line of a killed run
-            continue
-        if isinstance(value, (int, float)):
-            total, seen = total + float(value), True
-    return round(total, 1) if seen else None
-
-
 def aggregate(
     rows: list[dict[str, Any]], specs: Sequence[RunSpec], keys: Sequence[str], metric_columns: Sequence[str]
 ) -> tuple[list[dict[str, Any]], list[str]]:
@@ -396,6 +378,8 @@ def aggregate(
 def gather(out: Path, grid: Sequence[tuple[str, Sequence[str]]], statuses: dict[str, str]) -> SweepResult:
     """One row per grid point from ``OUT/<run>/eval.json`` (and one per configuration when
     ``train.seed`` is swept); writes results.md and results.csv."""
+    from vaecore.runs import RunDir
+
     keys = [k for k, _ in grid]
     specs = expand(grid)
     rows: list[dict[str, Any]] = []
@@ -411,7 +395,7 @@ def gather(out: Path, grid: Sequence[tuple[str, Sequence[str]]], statuses: dict[
         if results and row["status"] == "missing":
             row["status"] = "reused"
         row["epoch"] = results.get("epoch", "")
-        seconds = _train_seconds(out / spec.name)
+        seconds = RunDir(out / spec.name).train_seconds()
         if seconds is not None:
             row["train_seconds"] = seconds
         for name, value in results.items():
