@@ -78,7 +78,7 @@ from vaecore.data import Dataset
 from vaecore.errors import ConfigError, PluginError
 from vaecore.hookspecs import CLAIMED_HOOKS, HOOK_API_VERSION, MIN_HOOK_API_VERSION
 from vaecore.hooktypes import Batch, Bound, Term
-from vaecore.plugin_manager import PluginRegistry, hook_names, is_identifier
+from vaecore.plugin_manager import PluginRegistry, hook_names, is_identifier, unmarked_hooks
 from vaecore.testing import (
     load,
     make_registry,
@@ -224,6 +224,8 @@ class PluginConformance:
         implemented = set(hook_names(cls))
         registered = {caller.name for caller in stack.pm.get_hookcallers(plugin) or []}
         assert implemented == registered, f"hooks not registered: {sorted(implemented - registered)}"
+        unmarked = unmarked_hooks(cls)
+        assert not unmarked, f"methods named like hooks but not marked @hookimpl (never called): {unmarked}"
         if isinstance(plugin, torch.nn.Module):
             assert model.plugins[self.pid()] is plugin, "an nn.Module plugin is attached under model.plugins"
 

@@ -97,7 +97,7 @@ def test_vamp_samples_have_the_mixture_moments(mnist):
     torch.manual_seed(0)
     with torch.no_grad():
         samples = model.prior.sample(100_000)
-        loc, log_var = model.prior.components()
+        loc, log_var = model.prior.mixture()
     torch.testing.assert_close(samples.mean(0), loc.mean(0), atol=0.03, rtol=0)
     torch.testing.assert_close(
         samples.var(0), (log_var.exp() + loc.pow(2)).mean(0) - loc.mean(0).pow(2), atol=0.05, rtol=0.03

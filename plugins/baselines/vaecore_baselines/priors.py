@@ -112,7 +112,7 @@ class VampPrior(nn.Module):
         self._model = weakref.ref(model)
         return self
 
-    def components(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def mixture(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Means and log-variances of q(y|u_k), ``(K, D)`` each."""
         model = self._model() if self._model is not None else None
         if model is None:
@@ -122,10 +122,10 @@ class VampPrior(nn.Module):
         return loc, log_var
 
     def log_prob(self, y: torch.Tensor) -> torch.Tensor:
-        loc, log_var = self.components()
+        loc, log_var = self.mixture()
         uniform = torch.full((loc.shape[0],), -math.log(loc.shape[0]), device=loc.device)
         return mixture_log_prob(y, loc, log_var, uniform)
 
     def sample(self, n: int) -> torch.Tensor:
-        loc, log_var = self.components()
+        loc, log_var = self.mixture()
         return mixture_sample(n, loc, log_var, torch.zeros(loc.shape[0], device=loc.device))
