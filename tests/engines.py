@@ -4,7 +4,7 @@
 ``munged`` for authentication, and ``slurmdbd`` over a throw-away MariaDB for accounting: submitit
 reads job states with ``sacct``, which needs it), configured in a private folder through
 ``SLURM_CONF``. Missing Debian packages are installed with apt-get (as root). :func:`ray_cluster`:
-``ray start --head`` on a free port, ``ray stop`` after. Each raises :class:`EngineUnavailable`
+``ray start --head`` on a free port under its own token, ``ray stop`` after. Each raises :class:`EngineUnavailable`
 with the reason when its engine cannot run here; the tests skip with that reason.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -201,14 +202,27 @@ StorageLoc=slurm_acct_db
                 proc.wait()
 
 
+def ray_token(root: Path) -> dict[str, str]:
+    """A fresh Ray authentication token in ``root`` (never in ``~/.ray``); the environment that
+    turns on token authentication (Ray's default since 2.60) with it, for the cluster and its
+    clients. Ray reads these variables when it is first imported: a client process sets them before."""
+    root.mkdir(parents=True, exist_ok=True)
+    token = root / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+
+
 @contextlib.contextmanager
-def ray_cluster(root: Path) -> Iterator[str]:
-    """``ray start --head`` (this interpreter's ray) on free ports; yields its address."""
+def ray_cluster(root: Path, auth: dict[str, str]) -> Iterator[str]:
+    """``ray start --head`` (this interpreter's ray) on free ports, authenticating with ``auth``
+    (from :func:`ray_token`); yields its address."""
     ray_cli = Path(sys.executable).parent / "ray"
     if not ray_cli.exists():
         raise EngineUnavailable("ray is not installed in this environment (pip install 'vaecore[ray]')")
     port = _free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, **auth, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_AUTH_TOKEN", None)  # a token in the caller's environment would win over the file
     cmd = [
         str(ray_cli),
         "start",
@@ -219,7 +233,6 @@ def ray_cluster(root: Path) -> Iterator[str]:
         "--disable-usage-stats",
         f"--temp-dir={root}",
     ]
-    root.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise EngineUnavailable(f"ray start failed: {(done.stderr or done.stdout).strip()[-1000:]}")

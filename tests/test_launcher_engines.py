@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engines import EngineUnavailable, ray_cluster, slurm_cluster
+from tests.engines import EngineUnavailable, ray_cluster, ray_token, slurm_cluster
 from vaecore.cli import main
 from vaecore.launchers.status import sweep_states
 from vaecore.runs import RunDir
@@ -108,43 +108,52 @@ def _engine(name: str, start):
         pytest.fail(f"VAECORE_ENGINES={name}, but the engine cannot run here: {exc}")
 
 
+@contextlib.contextmanager
+def _environ(values: dict[str, str]):
+    """Set environment variables for a block; restore the old values after."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
     """A single-node Slurm cluster; the sweep's arguments for it."""
     pytest.importorskip("submitit")
     root = Path(tempfile.mkdtemp(prefix="vaecore-slurm-"))
-    with _engine("slurm", lambda: slurm_cluster(root)) as env:
-        before = os.environ.get("SLURM_CONF")
-        os.environ["SLURM_CONF"] = env["SLURM_CONF"]
-        try:
-            yield {"args": ["--launcher", "slurm"], "kill": _scancel, "name": "slurm"}
-        finally:
-            if before is None:
-                os.environ.pop("SLURM_CONF", None)
-            else:
-                os.environ["SLURM_CONF"] = before
+    with _engine("slurm", lambda: slurm_cluster(root)) as env, _environ({"SLURM_CONF": env["SLURM_CONF"]}):
+        yield {"args": ["--launcher", "slurm"], "kill": _scancel, "name": "slurm"}
     shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _ray_cluster_for_this_process(root: Path, auth: dict[str, str]):
+    """:func:`ray_cluster`, once this process can join it: ray not imported before ``auth`` was set."""
+    if "ray" in sys.modules:
+        raise EngineUnavailable("ray was imported before its token was set: run these tests alone (nox -s ray)")
+    pytest.importorskip("ray")
+    with ray_cluster(root, auth) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
 def ray(tmp_path_factory):
-    """A local Ray cluster started by ``ray start --head``; the sweep's arguments to join it."""
-    # `ray start` enables token authentication (its token in ~/.ray/auth_token); a client joining
-    # by address is told so by RAY_AUTH_MODE, which ray reads when it is imported
-    before = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "token"
-    try:
-        pytest.importorskip("ray")
-        root = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # Ray's socket paths must stay short
-        with _engine("ray", lambda: ray_cluster(root)) as address:
-            args = ["--launcher", "ray", "--set", f"launcher.address={address}"]
-            yield {"args": args, "kill": _kill_training, "name": "ray"}
-        shutil.rmtree(root, ignore_errors=True)
-    finally:
-        if before is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = before
+    """A local Ray cluster started by ``ray start --head`` under a token of its own; the sweep's
+    arguments to join it. Ray reads the token's environment when it is first imported, so it is
+    set (for this module's tests, restored after) before anything here imports ray."""
+    root = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # Ray's socket paths must stay short
+    auth = ray_token(root)
+    with _environ(auth), _engine("ray", lambda: _ray_cluster_for_this_process(root, auth)) as address:
+        args = ["--launcher", "ray", "--set", f"launcher.address={address}"]
+        yield {"args": args, "kill": _kill_training, "name": "ray"}
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(params=["slurm", "ray"])
