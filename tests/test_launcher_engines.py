@@ -213,17 +213,24 @@ def test_a_failing_point_is_reported_and_the_rerun_continues_the_sweep(engine, c
     assert _comparable(rows) == _comparable(local_table)
 
 
-def test_a_point_killed_mid_run_is_resumed_by_the_rerun(engine, long_config, uninterrupted, tmp_path):
-    out = tmp_path / "sweep"
-    run = "train.lr-0.001"
-    argv = ["sweep", str(long_config), "--grid", "train.lr=0.001", "--out", str(out), *engine["args"]]
+def _sweep_in_its_third_epoch(argv: list[str], run: Path) -> subprocess.Popen:
+    """Start ``vaecore sweep`` in a subprocess; return it once ``run`` has logged 3 epochs and
+    holds its lock."""
     sweep = subprocess.Popen([sys.executable, "-m", "vaecore.cli", *argv], stderr=subprocess.PIPE, text=True)
-    metrics, lock = out / run / "metrics.jsonl", RunDir(out / run).lock()
+    metrics, lock = run / "metrics.jsonl", RunDir(run).lock()
     deadline = time.monotonic() + 180
     while not (lock.held() and metrics.is_file() and len(metrics.read_text().splitlines()) >= 3):
         assert sweep.poll() is None, sweep.communicate()[1]
         assert time.monotonic() < deadline, "the run did not start"
         time.sleep(0.2)
+    return sweep
+
+
+def test_a_point_killed_mid_run_is_resumed_by_the_rerun(engine, long_config, uninterrupted, tmp_path):
+    out = tmp_path / "sweep"
+    run = "train.lr-0.001"
+    argv = ["sweep", str(long_config), "--grid", "train.lr=0.001", "--out", str(out), *engine["args"]]
+    sweep, metrics = _sweep_in_its_third_epoch(argv, out / run), out / run / "metrics.jsonl"
     engine["kill"](out, run)
     _, err = sweep.communicate(timeout=120)
     assert sweep.returncode == 1, err
@@ -250,13 +257,7 @@ def test_a_slurm_job_at_its_time_limit_is_requeued_and_resumes(slurm, long_confi
     out = tmp_path / "sweep"
     run = "train.lr-0.001"
     argv = ["sweep", str(long_config), "--grid", "train.lr=0.001", "--out", str(out), *slurm["args"]]
-    sweep = subprocess.Popen([sys.executable, "-m", "vaecore.cli", *argv], stderr=subprocess.PIPE, text=True)
-    metrics, lock = out / run / "metrics.jsonl", RunDir(out / run).lock()
-    deadline = time.monotonic() + 180
-    while not (lock.held() and metrics.is_file() and len(metrics.read_text().splitlines()) >= 3):
-        assert sweep.poll() is None, sweep.communicate()[1]
-        assert time.monotonic() < deadline, "the run did not start"
-        time.sleep(0.2)
+    sweep = _sweep_in_its_third_epoch(argv, out / run)
     job = str(json.loads((out / "launcher.json").read_text())["jobs"][run])
     subprocess.run(["scancel", "--signal=USR2", job], check=True)
     # Slurm holds a requeued job for a while (reason BeginTime); release it now to keep the test short

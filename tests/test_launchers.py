@@ -20,20 +20,11 @@ from vaecore.launchers import make_launcher
 from vaecore.launchers.local import LocalLauncher
 from vaecore.launchers.status import sweep_states
 from vaecore.runs import RunDir
-from vaecore.testing import synthetic_dataset, write_config, write_npz
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory):
-    root = tmp_path_factory.mktemp("launchers")
-    data = write_npz(synthetic_dataset(n=128, dim=16), root / "tiny.npz")
-    config = {
-        "data": {"name": "npz", "path": data},
-        "model": {"latent_dim": 4, "encoder": {"hidden": [16]}, "decoder": {"hidden": [16]}},
-        "train": {"epochs": 1, "batch_size": 32},
-        "eval": {"nll_samples": 5, "probes": False},
-    }
-    return write_config(root / "base.toml", config)
+def config(tiny_sweep_config):
+    return tiny_sweep_config
 
 
 def _refused(capsys, argv):

@@ -15,7 +15,6 @@ from vaecore.cli import main
 from vaecore.config import dump_config, load_config
 from vaecore.errors import ConfigError
 from vaecore.sweep import aggregate, expand, parse_grid, split_values, stale_reason, to_csv, to_markdown
-from vaecore.testing import synthetic_dataset, write_config, write_npz
 
 
 def test_values_split_at_top_level_commas():
@@ -70,16 +69,8 @@ def test_tables():
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sweep")
-    data = write_npz(synthetic_dataset(n=128, dim=16), root / "tiny.npz")
-    config = {
-        "data": {"name": "npz", "path": data},
-        "model": {"latent_dim": 4, "encoder": {"hidden": [16]}, "decoder": {"hidden": [16]}},
-        "train": {"epochs": 1, "batch_size": 32},
-        "eval": {"nll_samples": 5, "probes": False},
-    }
-    return write_config(root / "base.toml", config)
+def config(tiny_sweep_config):
+    return tiny_sweep_config
 
 
 def test_a_bad_grid_value_stops_before_any_run(config, tmp_path, capsys):
