@@ -97,7 +97,9 @@ def resolve(table: dict[str, Any], tables: list[dict[str, Any]]) -> dict[str, An
         return table
     base = next((t for t in tables if t["name"] == table["like"]), None)
     if base is None or "like" in base:
-        raise SystemExit(f"table {table['name']!r}: like = {table['like']!r} names no table without a 'like' of its own")
+        raise SystemExit(
+            f"table {table['name']!r}: like = {table['like']!r} names no table without a 'like' of its own"
+        )
     merged = {**base, **table}
     omit = set(table.get("omit_metrics", []))
     merged["columns"] = [c for c in merged["columns"] if c["metric"] not in omit]
