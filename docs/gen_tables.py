@@ -10,9 +10,7 @@ table between ``<!-- table NAME -->`` and ``<!-- /table -->``. A table has one r
 of a sweep over ``train.beta`` beside the rows of a sweep over ``plugins``),
 with the mean and sample standard deviation (ddof=1) of each column over the seeds that
 finished, the seeds, epochs, data sizes and training wall time, the published number beside
-ours, and one verdict per claim, worded from the intervals. A table with ``like = "NAME"`` takes
-every key it does not set from the table NAME of the same file (the same rows and claims in another
-setting), less the columns and claims of the metrics it lists in ``omit_metrics``. The verdicts:
+ours, and one verdict per claim, worded from the intervals:
 
 * **reproduced**: the paper's ordering holds beyond the spread (the better method's mean plus
   its std is still better than the worse one's mean minus its std);
@@ -90,23 +88,6 @@ def results_files(table: dict[str, Any]) -> list[str]:
     return [files] if isinstance(files, str) else list(files)
 
 
-def resolve(table: dict[str, Any], tables: list[dict[str, Any]]) -> dict[str, Any]:
-    """``table`` with the keys it does not set taken from the table it is ``like``, less the
-    columns and claims of its ``omit_metrics``."""
-    if "like" not in table:
-        return table
-    base = next((t for t in tables if t["name"] == table["like"]), None)
-    if base is None or "like" in base:
-        raise SystemExit(
-            f"table {table['name']!r}: like = {table['like']!r} names no table without a 'like' of its own"
-        )
-    merged = {**base, **table}
-    omit = set(table.get("omit_metrics", []))
-    merged["columns"] = [c for c in merged["columns"] if c["metric"] not in omit]
-    merged["claims"] = [c for c in merged.get("claims", []) if c["metric"] not in omit]
-    return merged
-
-
 def render(table: dict[str, Any]) -> str:
     rows = [row for name in results_files(table) for row in read_rows(ROOT / name)]
     columns = table["columns"]
@@ -161,8 +142,8 @@ def generated_readmes() -> dict[Path, str]:
     """Each README that holds a table, with every table regenerated."""
     texts: dict[Path, str] = {}
     for spec_path in spec_files():
-        tables = tomllib.loads(spec_path.read_text(encoding="utf-8")).get("tables", [])
-        for table in (resolve(t, tables) for t in tables):
+        spec = tomllib.loads(spec_path.read_text(encoding="utf-8"))
+        for table in spec.get("tables", []):
             readme = ROOT / table["readme"]
             text = texts.get(readme) or readme.read_text(encoding="utf-8")
             start = MARKER.format(name=table["name"])

@@ -222,29 +222,6 @@ def test_a_table_gathers_rows_from_several_sweeps(tmp_path, monkeypatch):
         gen.render(table)
 
 
-def test_a_table_like_another_takes_its_rows_and_claims_less_the_omitted_metrics():
-    """The same rows and claims in a second setting: keys it sets win, omitted metrics lose their
-    column and claim; a ``like`` naming no base table is refused in one line."""
-    gen = _tables()
-    claim = {"metric": "au", "better": "b", "worse": "a", "published": "-", "text": "more units"}
-    base = {
-        "name": "mlp",
-        "results": "mlp.csv",
-        "caption": "MLP",
-        "columns": [{"metric": "nll", "label": "NLL"}, {"metric": "au", "label": "AU"}],
-        "rows": [{"value": "a", "label": "A"}],
-        "claims": [claim, {**claim, "metric": "nll"}],
-    }
-    other = {"name": "cnn", "like": "mlp", "results": "cnn.csv", "caption": "CNN", "omit_metrics": ["au"]}
-    merged = gen.resolve(other, [base, other])
-    assert merged["results"] == "cnn.csv" and merged["caption"] == "CNN" and merged["rows"] == base["rows"]
-    assert [c["metric"] for c in merged["columns"]] == ["nll"] and [c["metric"] for c in merged["claims"]] == ["nll"]
-    assert [c["metric"] for c in base["columns"]] == ["nll", "au"]  # the base table is left as it was
-    assert gen.resolve(base, [base]) is base
-    with pytest.raises(SystemExit, match=r"table 'cnn': like = 'rnn' names no table"):
-        gen.resolve({**other, "like": "rnn"}, [base, other])
-
-
 @pytest.mark.parametrize(
     ("better", "worse", "direction", "expected"),
     [

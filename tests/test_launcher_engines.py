@@ -108,27 +108,13 @@ def _engine(name: str, start):
         pytest.fail(f"VAECORE_ENGINES={name}, but the engine cannot run here: {exc}")
 
 
-@contextlib.contextmanager
-def _environ(values: dict[str, str]):
-    """Set environment variables for a block; restore the old values after."""
-    before = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
     """A single-node Slurm cluster; the sweep's arguments for it."""
     pytest.importorskip("submitit")
     root = Path(tempfile.mkdtemp(prefix="vaecore-slurm-"))
-    with _engine("slurm", lambda: slurm_cluster(root)) as env, _environ({"SLURM_CONF": env["SLURM_CONF"]}):
+    with _engine("slurm", lambda: slurm_cluster(root)) as env, pytest.MonkeyPatch.context() as env_vars:
+        env_vars.setenv("SLURM_CONF", env["SLURM_CONF"])
         yield {"args": ["--launcher", "slurm"], "kill": _scancel, "name": "slurm"}
     shutil.rmtree(root, ignore_errors=True)
 
@@ -150,9 +136,12 @@ def ray(tmp_path_factory):
     set (for this module's tests, restored after) before anything here imports ray."""
     root = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # Ray's socket paths must stay short
     auth = ray_token(root)
-    with _environ(auth), _engine("ray", lambda: _ray_cluster_for_this_process(root, auth)) as address:
-        args = ["--launcher", "ray", "--set", f"launcher.address={address}"]
-        yield {"args": args, "kill": _kill_training, "name": "ray"}
+    with pytest.MonkeyPatch.context() as env_vars:
+        for name, value in auth.items():
+            env_vars.setenv(name, value)
+        with _engine("ray", lambda: _ray_cluster_for_this_process(root, auth)) as address:
+            args = ["--launcher", "ray", "--set", f"launcher.address={address}"]
+            yield {"args": args, "kill": _kill_training, "name": "ray"}
     shutil.rmtree(root, ignore_errors=True)
 
 
