@@ -18,7 +18,8 @@ and returns, by role:
   ``forward(z, x)`` (teacher forcing) and has ``generate(z, likelihood, greedy)``.
 * ``likelihood``: ``factory(input_shape=[, options=][, data_meta=])`` returns a
   :class:`vaecore.likelihoods.Likelihood` (``log_prob_pixels``, ``mean``, ``sample``, optional
-  ``mode``, ``check_data``, ``units``, ``render`` and ``param_shape``, the decoder's output
+  ``mode``, ``draw_pixel`` (one input dimension's draw, for autoregressive decoders; by default
+  from a whole ``sample``), ``check_data``, ``units``, ``render`` and ``param_shape``, the decoder's output
   shape per example: by default the input's, one parameter per input dimension).
 
 ``data_meta`` (the dataset's :attr:`~vaecore.data.Dataset.meta`, ``{}`` when it has none, read

@@ -44,6 +44,16 @@ class Likelihood(nn.Module):
     def sample(self, params: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def draw_pixel(self, params: torch.Tensor, index: int, greedy: bool = False) -> torch.Tensor:
+        """A sample (the mode when ``greedy``) of input dimension ``index`` (flat, raster order)
+        of each example, ``(B,)``, given ``params`` ``(B, *param_shape)`` of which that dimension's
+        entries are set: how an autoregressive decoder draws pixel by pixel. The default draws
+        the whole input and keeps one dimension (right for any likelihood whose dimensions are
+        independent given their parameters); a likelihood without per-dimension state overrides
+        it with the one draw."""
+        drawn = self.mode(params) if greedy else self.sample(params)
+        return drawn.flatten(1)[:, index]
+
     def check_data(self, binary: bool, lo: float, hi: float) -> str | None:
         """Why data with these properties does not fit this likelihood, or None when it does."""
         return None
@@ -86,6 +96,10 @@ class Bernoulli(Likelihood):
 
     def sample(self, params: torch.Tensor) -> torch.Tensor:
         return torch.bernoulli(torch.sigmoid(params))
+
+    def draw_pixel(self, params: torch.Tensor, index: int, greedy: bool = False) -> torch.Tensor:
+        logits = params.flatten(1)[:, index]
+        return self.mode(logits) if greedy else self.sample(logits)
 
     def check_data(self, binary: bool, lo: float, hi: float) -> str | None:
         if lo < 0 or hi > 1:

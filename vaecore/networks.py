@@ -385,14 +385,6 @@ class PixelCNNDecoder(nn.Module):
             nn.ELU(), nn.Conv2d(options.width, options.width, 1), nn.ELU(), nn.Conv2d(options.width, c, 1)
         )
 
-    def reach(self) -> tuple[int, int]:
-        """``(ahead, reach)``: the output at (i, j) depends on the pixels of rows i - reach .. i and
-        columns j - reach .. j + reach (the masked layers' k // 2 summed), and on the z maps up to
-        ``ahead`` rows below (the mask-A layer does not mask them). A window of that size around
-        (i, j), zero-padded like the full image at its true borders, gives the exact output."""
-        kernels = [self.input.kernel_size[0]] + [cast(Any, block).main[3].kernel_size[0] for block in self.blocks]
-        return kernels[0] // 2, sum(k // 2 for k in kernels)
-
     def z_maps(self, z: torch.Tensor) -> torch.Tensor:
         return self.z_proj(z).view(z.shape[0], self.z_channels, *self.image[1:])
 
@@ -408,29 +400,68 @@ class PixelCNNDecoder(nn.Module):
     def generate(
         self, z: torch.Tensor, likelihood: Likelihood, greedy: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw x pixel by pixel (each from ``likelihood`` given the pixels drawn so far, with torch's
-        global RNG; its mode when ``greedy``). Returns ``(x, params)`` where ``params`` holds, for each
-        pixel, the parameter computed when that pixel was drawn. Each step computes only the window
-        of pixels the current one can see (:meth:`reach`), so a step costs O(reach^2), not O(H W)."""
+        """Draw x pixel by pixel (each with ``likelihood.draw_pixel`` given the pixels drawn so far,
+        torch's global RNG; its mode when ``greedy``). Returns ``(x, params)`` where ``params``
+        holds, for each pixel, the parameter computed when that pixel was drawn.
+
+        Every layer's output at a pixel depends on its input at that pixel and the pixels before
+        it in raster order only (mask A on the image, mask B and 1x1 layers after it), so each
+        step evaluates each layer at the current pixel alone, from the earlier pixels' inputs kept
+        by :class:`_CausalInput`; the z maps' share of the first layer is one convolution of the
+        whole image. A step costs a few small matrix products, not a pass over the image."""
         n = z.shape[0]
         c, h, w = self.image
-        zmap = self.z_maps(z)
-        x = torch.zeros(n, c, h, w, device=z.device, dtype=zmap.dtype)
-        params = torch.zeros_like(x)
-        ahead, reach = self.reach()
-        for i in range(h):
-            top, bottom = max(0, i - reach), min(h, i + 1 + ahead)
-            for j in range(w):
-                left, right = max(0, j - reach), min(w, j + reach + 1)
-                window = self._net(x[:, :, top:bottom, left:right], zmap[:, :, top:bottom, left:right])
-                out = window[:, :, i - top, j - left]  # (n, c): exact, see reach()
-                row_params = torch.zeros_like(x)
-                row_params[:, :, i, j] = out
-                flat = row_params.reshape(n, *self.param_shape)
-                draw = likelihood.mode(flat) if greedy else likelihood.sample(flat)
-                x[:, :, i, j] = draw.reshape(n, c, h, w)[:, :, i, j]
-                params[:, :, i, j] = out
-        return x.reshape(n, *self.param_shape), params.reshape(n, *self.param_shape)
+        first = self.input
+        zpart = F.conv2d(self.z_maps(z), first.weight[:, c:], first.bias, padding=first.padding)
+        image = _CausalInput(first, c, n, h, w, bias=False)
+        masked = [m for m in self.blocks.modules() if isinstance(m, MaskedConv2d)]
+        layers = {id(m): _CausalInput(m, m.in_channels, n, h, w) for m in masked}
+        params = zpart.new_zeros(n, c, h, w)
+        flat = params.view(n, *self.param_shape)
+        for i, j in itertools.product(range(h), range(w)):
+            state = zpart[:, :, i, j] + image.at(i, j)
+            for block in self.blocks:
+                state = state + _step(cast(Any, block).main, state, layers, i, j)
+            params[:, :, i, j] = _step(self.output, state, layers, i, j)
+            image.put(likelihood.draw_pixel(flat, i * w + j, greedy)[:, None], i, j)
+        return image.values().reshape(n, *self.param_shape), flat
+
+
+class _CausalInput:
+    """The input of one masked convolution during pixel-by-pixel generation: a zero-padded map
+    filled pixel by pixel (:meth:`put`), and the convolution's output at one pixel (:meth:`at`),
+    exact once every pixel the mask lets it see is filled."""
+
+    def __init__(self, conv: MaskedConv2d, channels: int, n: int, h: int, w: int, bias: bool = True):
+        self.k, self.pad = conv.kernel_size[0], conv.kernel_size[0] // 2
+        self.map = conv.weight.new_zeros(n, channels, h + 2 * self.pad, w + 2 * self.pad)
+        self.weight = (conv.weight * conv.mask)[:, :channels].reshape(conv.out_channels, -1)
+        self.bias = conv.bias if bias else None
+
+    def put(self, values: torch.Tensor, i: int, j: int) -> None:
+        self.map[:, :, i + self.pad, j + self.pad] = values
+
+    def at(self, i: int, j: int) -> torch.Tensor:
+        patch = self.map[:, :, i : i + self.k, j : j + self.k]
+        return F.linear(patch.reshape(patch.shape[0], -1), self.weight, self.bias)
+
+    def values(self) -> torch.Tensor:
+        p = self.pad
+        return self.map[:, :, p : self.map.shape[2] - p, p : self.map.shape[3] - p]
+
+
+def _step(layers: nn.Sequential, state: torch.Tensor, inputs: dict[int, _CausalInput], i: int, j: int) -> torch.Tensor:
+    """A sequence of masked, 1x1 and element-wise layers applied at pixel (i, j) alone: ``state``
+    ``(n, channels)`` is the sequence's input there."""
+    for layer in layers:
+        if isinstance(layer, MaskedConv2d):
+            inputs[id(layer)].put(state, i, j)
+            state = inputs[id(layer)].at(i, j)
+        elif isinstance(layer, nn.Conv2d):  # 1x1
+            state = F.linear(state, layer.weight.flatten(1), layer.bias)
+        else:
+            state = layer(state)
+    return state
 
 
 EncoderNet = Encoder | ConvEncoder | ResNetEncoder

@@ -40,9 +40,9 @@ class Options:
     * ``decoding``: autoregressive decoders only (ignored by the others): how the pixel path is
       obtained from z. ``"sample"`` (the default, the paper's x_hat ~ p(x|z)) draws it pixel by
       pixel; ``"greedy"`` takes each pixel's mode given the earlier ones (deterministic). Both
-      cost one decoder pass per pixel, without a graph, on every training *and* validation step
-      (README, "Cost": 3.9 s against 0.13 s per training step of 50 images, one thread, for the
-      collapse testbed's PixelCNN; 6.4 s against 0.07 s to validate 100 rows).
+      cost one decoder step per pixel, without a graph, on every training *and* validation step
+      (README, "Cost": 0.27 s against 0.09 s per training step of 50 images, one thread, for the
+      collapse testbed's PixelCNN; 0.25 s against 0.04 s to validate 100 rows).
       ``"teacher_forced_approximation"`` is the cheap, biased approximation: it reuses the
       forward pass's parameters, teacher-forced on the *data* (each pixel given the input's
       earlier pixels), so x_hat follows x rather than z and the re-encoding error can be
