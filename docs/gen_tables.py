@@ -10,7 +10,9 @@ table between ``<!-- table NAME -->`` and ``<!-- /table -->``. A table has one r
 of a sweep over ``train.beta`` beside the rows of a sweep over ``plugins``),
 with the mean and sample standard deviation (ddof=1) of each column over the seeds that
 finished, the seeds, epochs, data sizes and training wall time, the published number beside
-ours, and one verdict per claim, worded from the intervals:
+ours, and one verdict per claim, worded from the intervals. A table with ``like = "NAME"`` takes
+every key it does not set from the table NAME of the same file (the same rows, columns and claims
+in another setting). The verdicts:
 
 * **reproduced**: the paper's ordering holds beyond the spread (the better method's mean plus
   its std is still better than the worse one's mean minus its std);
@@ -88,6 +90,17 @@ def results_files(table: dict[str, Any]) -> list[str]:
     return [files] if isinstance(files, str) else list(files)
 
 
+def resolve(table: dict[str, Any], tables: list[dict[str, Any]]) -> dict[str, Any]:
+    """``table`` with the keys it does not set taken from the table it is ``like``."""
+    if "like" not in table:
+        return table
+    base = next((t for t in tables if t["name"] == table["like"]), None)
+    if base is None or "like" in base:
+        name, like = table["name"], table["like"]
+        raise SystemExit(f"table {name!r}: like = {like!r} names no table without a 'like' of its own")
+    return {**base, **table}
+
+
 def render(table: dict[str, Any]) -> str:
     rows = [row for name in results_files(table) for row in read_rows(ROOT / name)]
     columns = table["columns"]
@@ -142,8 +155,8 @@ def generated_readmes() -> dict[Path, str]:
     """Each README that holds a table, with every table regenerated."""
     texts: dict[Path, str] = {}
     for spec_path in spec_files():
-        spec = tomllib.loads(spec_path.read_text(encoding="utf-8"))
-        for table in spec.get("tables", []):
+        tables = tomllib.loads(spec_path.read_text(encoding="utf-8")).get("tables", [])
+        for table in (resolve(t, tables) for t in tables):
             readme = ROOT / table["readme"]
             text = texts.get(readme) or readme.read_text(encoding="utf-8")
             start = MARKER.format(name=table["name"])

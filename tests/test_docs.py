@@ -222,6 +222,30 @@ def test_a_table_gathers_rows_from_several_sweeps(tmp_path, monkeypatch):
         gen.render(table)
 
 
+def test_a_table_like_another_takes_the_keys_it_does_not_set():
+    """The same rows, columns and claims in a second setting: the keys the table sets win, the base
+    table is left as it was; a ``like`` naming no base table is refused in one line."""
+    gen = _tables()
+    base = {
+        "name": "mlp",
+        "results": "mlp.csv",
+        "caption": "MLP",
+        "columns": [{"metric": "nll", "label": "NLL"}],
+        "rows": [{"value": "a", "label": "A"}],
+        "claims": [{"metric": "nll", "better": "a", "worse": "a", "published": "-", "text": "lower NLL"}],
+    }
+    other = {"name": "cnn", "like": "mlp", "results": "cnn.csv", "caption": "CNN"}
+    merged = gen.resolve(other, [base, other])
+    assert merged["results"] == "cnn.csv" and merged["caption"] == "CNN" and merged["name"] == "cnn"
+    assert all(merged[key] is base[key] for key in ("rows", "columns", "claims"))
+    assert base["results"] == "mlp.csv" and "like" not in base
+    assert gen.resolve(base, [base]) is base
+    with pytest.raises(SystemExit, match=r"table 'cnn': like = 'rnn' names no table"):
+        gen.resolve({**other, "like": "rnn"}, [base, other])
+    with pytest.raises(SystemExit, match=r"table 'cnn': like = 'cnn' names no table"):
+        gen.resolve({**other, "like": "cnn"}, [other])
+
+
 @pytest.mark.parametrize(
     ("better", "worse", "direction", "expected"),
     [
