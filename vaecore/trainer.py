@@ -131,8 +131,8 @@ class _Accumulator:
         if names != self.names:
             self._flush()
             self.names = names
-        stacked = torch.stack(values).detach() * n
-        self.sums = stacked if self.sums is None else self.sums + stacked
+        stacked = torch.stack([v.detach() for v in values])
+        self.sums = stacked * n if self.sums is None else self.sums.add_(stacked, alpha=n)
         self.count += n
 
     def _flush(self) -> None:
@@ -638,7 +638,7 @@ class Trainer:
         self, loss: torch.Tensor, names: tuple[str, ...], values: list[torch.Tensor], params: list | None = None
     ) -> None:
         """One optimiser step on ``loss``, of ``params`` only when given; non-finite values stop the run."""
-        if not torch.isfinite(loss):
+        if not math.isfinite(loss.item()):  # one scalar read: cheaper than torch.isfinite's kernels
             self._non_finite(names, values)
         self.optimizer.zero_grad(set_to_none=True)
         (loss if self.scaler is None else self.scaler.scale(loss)).backward()
