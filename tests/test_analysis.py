@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+import torch.nn.functional as F
 
+import vaecore
+from vaecore.analysis import commands
 from vaecore.cli import main
 from vaecore.testing import shared_data_dir, write_config
 
@@ -128,3 +132,35 @@ def test_curves_of_a_trained_run(run):
     result = result_of(run, "curves")
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert result["series"]["loss"][f"{run.name}/valid"]["y"] == [r["valid.loss"] for r in logged]
+
+
+def test_lso_fits_the_exact_log_likelihood_of_an_autoregressive_decoder(tmp_path):
+    """With a PixelCNN decoder the LSO loss is -log p(x|z) teacher-forced on the held-out image
+    itself (not on a pixel-by-pixel sample from p(x|z)): after one step from the encoder's mean
+    it equals the Bernoulli negative log-likelihood of the decoder's logits on x, computed here
+    with torch's own binary cross-entropy."""
+    root = shared_data_dir()
+    if root is None:
+        pytest.skip("shared/data is not beside this checkout")
+    config = {
+        "data": {"name": "binarized_mnist", "root": root, "train_size": 100, "valid_size": 50, "test_size": 50},
+        "model": {
+            "latent_dim": 4,
+            "encoder": {"kind": "conv", "channels": [4, 8]},
+            "decoder": {"kind": "pixelcnn", "kernel_sizes": [5, 3], "width": 8, "z_channels": 2},
+            "likelihood": {"kind": "bernoulli"},
+        },
+        "train": {"epochs": 1, "batch_size": 50, "progress": False},
+        "eval": {"nll_samples": 2},
+    }
+    cfg = write_config(tmp_path / "pixelcnn.toml", config)
+    assert main(["train", str(cfg), "--out", str(tmp_path / "run")]) == 0
+    loaded = vaecore.load_run(tmp_path / "run")
+    result = commands.lso(loaded, tmp_path / "lso", n=6, inits=2, iterations=1)
+    model = loaded.model
+    x = loaded.dataset.test.inputs(torch.tensor(result["inputs"]))
+    with torch.no_grad():
+        mean = model.encode(x, model.context(training=False))[0].mean
+        logits = model.decoder(mean, x).reshape(x.shape)
+        exact = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+    assert result["final_loss"]["encoder"] == pytest.approx(float(exact.mean()), rel=1e-5)

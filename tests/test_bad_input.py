@@ -245,6 +245,10 @@ def case_lso_negative_lr(c: Case) -> list[str]:
     return ["lso", str(c.run), "--lr", "-1"]
 
 
+def case_lso_one_init(c: Case) -> list[str]:
+    return ["lso", str(c.run), "--inits", "1"]
+
+
 def case_analysis_seed_overflow(c: Case) -> list[str]:
     return ["sample", str(c.run), "--seed", str(2**64)]
 
@@ -362,6 +366,7 @@ BAD_INPUT: list[Any] = [
     P(case_traverse_zero_dims_out_of_range, 1, r"--zero-dims 99: the model has 2 latent dimensions \(0 to 1\)$", None),
     P(case_traverse_radius_nan, 1, r"--radius: must be a finite number > 0, got nan$", None),
     P(case_lso_negative_lr, 1, r"--lr: must be a finite number > 0, got -1\.0$", None),
+    P(case_lso_one_init, 1, r"--inits: must be >= 2 to compare the codes reached from different starts, got 1$", None),
     P(case_analysis_seed_overflow, 1, r"--seed: must be between 0 and 4294967295, got 18446744073709551616$", None),
     P(case_train_out_is_a_file, FS, r"--out .*run: is a file, not a folder$", None),
     P(case_train_out_under_a_file, FS, r"--out .*file/run: .*file is a file, not a folder$", None),

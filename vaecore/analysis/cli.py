@@ -54,7 +54,7 @@ def add_analysis_parsers(sub: Any, add_set: Callable[[argparse.ArgumentParser], 
     p = sub.add_parser("lso", help="latent space optimisation with the decoder frozen (NE 5.4)")
     _run_argument(p, add_set)
     p.add_argument("--n", type=int, default=16, help="held-out test images (default 16)")
-    p.add_argument("--inits", type=int, default=5, help="random initialisations (default 5)")
+    p.add_argument("--inits", type=int, default=5, help="random initialisations (default 5, at least 2)")
     p.add_argument("--iterations", type=int, default=500)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--thresholds", type=float, nargs="+", default=[10.0, 1.0, 0.1])
@@ -155,6 +155,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         value = getattr(args, name, None)
         if value is not None and value <= 0:
             raise VaecoreError(f"--{name.replace('_', '-')}: must be > 0, got {value}")
+    if getattr(args, "inits", None) == 1:
+        raise VaecoreError("--inits: must be >= 2 to compare the codes reached from different starts, got 1")
     for name in ("radius", "lr"):
         value = getattr(args, name, None)
         if value is not None and not (math.isfinite(value) and value > 0):

@@ -382,7 +382,8 @@ def lso(
     seed: int = 0,
 ) -> AnalysisResult:
     """Latent space optimisation (NE 5.4): with the decoder frozen, fit codes to held-out images
-    by Adam from random N(0, I) and from encoder initialisations; report the iterations until the
+    by Adam from random N(0, I) and from encoder initialisations, the loss the exact -log p(x|z) (an
+    autoregressive decoder teacher-forced on the image); report the iterations until the
     loss is within each threshold (nats per image) of its final value, and the spread of the
     codes reached from different random initialisations."""
     out = Path(out)
@@ -407,7 +408,7 @@ def lso(
         history = []
         for _ in range(iterations):
             bar.update(1)
-            loss = -model.likelihood.log_prob(x, model.decode(model.latent_map(y, ctx)).unsqueeze(0))[0]
+            loss = -model.likelihood.log_prob(x, model.decode(model.latent_map(y, ctx), x).unsqueeze(0))[0]
             opt.zero_grad()
             loss.sum().backward()
             opt.step()
