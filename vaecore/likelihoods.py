@@ -85,8 +85,16 @@ class Bernoulli(Likelihood):
     def __init__(self, input_shape: tuple[int, ...]):
         super().__init__()
 
+    def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        # negated after the sum: one sign flip per example, not per pixel (the training step's hot path)
+        return -_sum_pixels(self._nll_pixels(x, params), x.dim() - 1)
+
     def log_prob_pixels(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        return -F.binary_cross_entropy_with_logits(params, x.expand_as(params), reduction="none")
+        return -self._nll_pixels(x, params)
+
+    @staticmethod
+    def _nll_pixels(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(params, x.expand_as(params), reduction="none")
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(params)

@@ -170,7 +170,9 @@ class VAE(nn.Module):
                 assert x is not None
                 flat_x = x.expand(*lead, *self.input_shape).reshape(-1, *self.input_shape)
                 params = cast(Any, self.decoder)(flat_z, flat_x)
-        return params.float().view(*lead, *params.shape[1:])
+        if params.dtype != torch.float32:  # autocast output; a dtype check costs no kernel call
+            params = params.float()
+        return params.view(*lead, *params.shape[1:])
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor, greedy: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

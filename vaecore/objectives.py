@@ -50,5 +50,5 @@ class ELBO:
                 kl_train = kl.clamp(min=self.free_bits * out.y.shape[-1])
         else:
             kl_train = kl
-        loss = -rec + ctx.kl_weight * kl_train
+        loss = ctx.kl_weight * kl_train - rec
         return Bound(loss=loss, terms={"elbo": rec - kl, "rec": rec, "kl": kl})

@@ -131,7 +131,8 @@ class _Accumulator:
         if names != self.names:
             self._flush()
             self.names = names
-        stacked = torch.stack([v.detach() for v in values])
+        with torch.no_grad():  # one stack, no graph: cheaper than a detach per value
+            stacked = torch.stack(values)
         self.sums = stacked * n if self.sums is None else self.sums.add_(stacked, alpha=n)
         self.count += n
 
