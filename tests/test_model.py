@@ -83,6 +83,30 @@ def test_elbo_value_and_kl_weight(tiny_data):
     torch.testing.assert_close(bound.terms["elbo"], rec - kl)
     fb = ELBO(free_bits=1.0).bound(out, ctx)
     torch.testing.assert_close(fb.loss, -rec + 0.25 * out.kl_per_dim.mean(0).clamp(min=1.0).sum())
+    unweighted = ELBO().bound(out, StepContext(model=model, kl_weight=1.0))
+    torch.testing.assert_close(unweighted.loss, kl - rec)
+    assert not unweighted.terms["elbo"].requires_grad  # logged, not trained on
+
+
+def test_one_sample_without_broadcasting_is_exact():
+    """``rsample(1)``, computed without broadcasting over the sample dimension, gives bit for bit
+    the samples and gradients of ``loc + eps * std`` broadcast over a sample dimension of 1."""
+    loc, log_var = torch.randn(3, 2, requires_grad=True), torch.randn(3, 2, requires_grad=True)
+    q = DiagonalGaussian.from_log_var(loc, log_var)
+    torch.manual_seed(2)
+    one, log_q = q.rsample(1)
+    torch.manual_seed(2)
+    eps = torch.randn(1, 3, 2)
+    broadcast = loc + eps * (0.5 * log_var).exp()
+    assert one.shape == (1, 3, 2)
+    torch.testing.assert_close(one, broadcast)
+    torch.testing.assert_close(log_q, torch.distributions.Normal(loc, (0.5 * log_var).exp()).log_prob(one).sum(-1))
+    weights = torch.randn(1, 3, 2)
+    for a, b in zip(
+        torch.autograd.grad((one * weights).sum(), (loc, log_var)),
+        torch.autograd.grad((broadcast * weights).sum(), (loc, log_var)),
+    ):
+        torch.testing.assert_close(a, b)
 
 
 def test_prior_samples_and_representation(tiny_data):
@@ -110,3 +134,46 @@ def test_encode_and_forward_without_a_context(tiny_data):
     expected = model(x, model.context(training=False))
     torch.testing.assert_close(out.log_w, expected.log_w)
     assert model.context().training is False and model.train().context().training is True
+
+
+def test_deferred_log_density_is_the_one_rsample_returns():
+    q = DiagonalGaussian.from_log_var(torch.randn(3, 2), torch.randn(3, 2))
+    torch.manual_seed(4)
+    y, log_q = q.rsample(5)
+    torch.manual_seed(4)
+    y_deferred, log_q_deferred = q.rsample_deferred(5)
+    assert torch.equal(y, y_deferred) and torch.equal(log_q, log_q_deferred())
+
+
+def test_forward_defers_the_log_densities_the_elbo_does_not_read(tiny_data):
+    """The ELBO with the analytic KL trains without computing log p(y) or log q(y|x); read later,
+    each is computed in the grad mode of the read: a first read under ``no_grad`` does not leave
+    a later read without its gradient."""
+    model = make_model(tiny_config(), tiny_data)
+    x = tiny_data.train.x[:6]
+    reads: list[str] = []
+    prior_log_prob, posterior_log_prob = model.prior.log_prob, DiagonalGaussian.rsample_deferred
+
+    def counted_deferred(self, k):
+        y, log_q = posterior_log_prob(self, k)
+        return y, lambda: reads.append("log_qy") or log_q()
+
+    model.prior.log_prob = lambda y: reads.append("log_py") or prior_log_prob(y)
+    try:
+        DiagonalGaussian.rsample_deferred = counted_deferred  # type: ignore[method-assign]
+        out = model(x, model.context(training=True))
+        ELBO().bound(out, StepContext(model=model, kl_weight=1.0)).loss.backward()
+        assert reads == []
+        out = model(x, model.context(training=True))
+        with torch.no_grad():
+            first = out.log_qy
+        second = out.log_qy
+    finally:
+        DiagonalGaussian.rsample_deferred = posterior_log_prob  # type: ignore[method-assign]
+    assert reads == ["log_qy", "log_qy"]
+    assert not first.requires_grad and second.requires_grad
+    torch.testing.assert_close(first, second.detach())
+    (grad,) = torch.autograd.grad(second.sum(), model.encoder.head.weight)
+    assert float(grad.abs().sum()) > 0
+    torch.testing.assert_close(out.log_py, torch.distributions.Normal(0.0, 1.0).log_prob(out.y).sum(-1))
+    assert reads[-1] == "log_py"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -18,6 +19,11 @@ class Posterior(Protocol):
     ``rsample(k)`` draws k reparameterised samples ``(k, B, D)`` with their log-densities
     ``(k, B)``. ``kl_per_dim()`` is the analytic KL to N(0, I) per dimension ``(B, D)`` when it
     exists, else None (the KL is then estimated from the samples).
+
+    A posterior may also define ``rsample_deferred(k)``, returning the samples and a function of
+    no arguments that computes their log-densities: the model's forward pass then computes them
+    only when a bound reads ``out.log_qy`` (the ELBO with an analytic KL never does). Without it
+    the forward pass uses ``rsample``.
     """
 
     @property
@@ -64,10 +70,20 @@ class DiagonalGaussian:
 
     def rsample(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """k reparameterised samples ``(k, B, D)`` and their log-densities ``(k, B)``."""
+        y, log_q = self.rsample_deferred(k)
+        return y, log_q()
+
+    def rsample_deferred(self, k: int) -> tuple[torch.Tensor, Callable[[], torch.Tensor]]:
+        """k reparameterised samples ``(k, B, D)`` and a function that computes their
+        log-densities ``(k, B)`` from the standard-normal noise that made them (exactly the
+        values of :meth:`rsample`)."""
         eps = torch.randn((k, *self.loc.shape), dtype=self.loc.dtype, device=self.loc.device)
-        y = self.loc + eps * self.std
-        log_q = -0.5 * (eps.pow(2) + self.log_var + LOG_2PI).sum(-1)
-        return y, log_q
+        if k == 1:  # the same values without broadcasting over k, whose backward sums over it twice
+            y = (self.loc + eps[0] * self.std).unsqueeze(0)
+        else:
+            y = self.loc + eps * self.std
+        log_var = self.log_var
+        return y, lambda: -0.5 * (eps.pow(2) + log_var + LOG_2PI).sum(-1)
 
     def log_prob(self, y: torch.Tensor) -> torch.Tensor:
         """log q(y|x) of samples ``(..., B, D)``, summed over D."""

@@ -4,6 +4,7 @@ applied at each arrow, and the per-sample log-weights every bound is built from.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any, cast
 
 import attrs
@@ -26,6 +27,12 @@ class ForwardOutput:
     ``(K, B)``. ``kl_per_dim`` ``(B, D)`` is the analytic KL(q(y|x) || p(y)) when the posterior is
     Gaussian and the prior standard normal, else None. ``extras`` holds what each plugin's hooks
     stored in ``ctx.extras.of(plugin)`` during this pass (:class:`~vaecore.hooktypes.Extras`).
+
+    ``log_py`` and ``log_qy`` may be given as tensors or as functions of no arguments that
+    compute them: the forward pass defers them, so a step whose bound never reads them (the ELBO
+    with an analytic KL) does not compute them. A deferred value is computed at each read, in the
+    grad mode of that read, and never cached (a value first read under ``no_grad`` would
+    otherwise reach a bound without its gradient).
     """
 
     x: torch.Tensor
@@ -35,10 +42,20 @@ class ForwardOutput:
     z: torch.Tensor
     params: torch.Tensor
     log_px: torch.Tensor
-    log_py: torch.Tensor
-    log_qy: torch.Tensor
+    _log_py: torch.Tensor | Callable[[], torch.Tensor] = attrs.field(alias="log_py")
+    _log_qy: torch.Tensor | Callable[[], torch.Tensor] = attrs.field(alias="log_qy")
     kl_per_dim: torch.Tensor | None
     extras: Extras = attrs.field(factory=Extras)
+
+    @property
+    def log_py(self) -> torch.Tensor:
+        """log p(y) of the samples under the prior, ``(K, B)``."""
+        return self._log_py if isinstance(self._log_py, torch.Tensor) else self._log_py()
+
+    @property
+    def log_qy(self) -> torch.Tensor:
+        """log q(y|x) of the samples under the posterior, ``(K, B)``."""
+        return self._log_qy if isinstance(self._log_qy, torch.Tensor) else self._log_qy()
 
     @property
     def log_w(self) -> torch.Tensor:
@@ -200,7 +217,8 @@ class VAE(nn.Module):
         set_context(ctx, extras=extras)
         try:
             posterior, features = self.encode(x, ctx)
-            y, log_qy = posterior.rsample(samples)
+            deferred = getattr(posterior, "rsample_deferred", None)
+            y, log_qy = posterior.rsample(samples) if deferred is None else deferred(samples)
             z = self.latent_map(y, ctx)
             params = self.decode(z, x)
         finally:
@@ -214,7 +232,7 @@ class VAE(nn.Module):
             z=z,
             params=params,
             log_px=self.likelihood.log_prob(x, params),
-            log_py=self.prior.log_prob(y),
+            log_py=lambda: self.prior.log_prob(y),
             log_qy=log_qy,
             kl_per_dim=kl,
             extras=extras,

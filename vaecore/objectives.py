@@ -50,5 +50,8 @@ class ELBO:
                 kl_train = kl.clamp(min=self.free_bits * out.y.shape[-1])
         else:
             kl_train = kl
-        loss = ctx.kl_weight * kl_train - rec
-        return Bound(loss=loss, terms={"elbo": rec - kl, "rec": rec, "kl": kl})
+        # a weight of 1 (no warm-up, beta 1) multiplies nothing: the same loss, one op and its gradient fewer
+        loss = (kl_train if ctx.kl_weight == 1.0 else ctx.kl_weight * kl_train) - rec
+        with torch.no_grad():  # a logged value: no graph
+            elbo = rec - kl
+        return Bound(loss=loss, terms={"elbo": elbo, "rec": rec, "kl": kl})
