@@ -16,10 +16,11 @@ loader yields is first trained on by the plain loop twice (steps A and B), then 
 The plain loop's time is that of step A plus the batch's fetch; the contender's is its epoch's
 wall time less the plain steps. So both see the same parameters in the same memory, the same
 batches and the same machine load within milliseconds. Separately built models do not: two
-identical plain loops on two model instances in one process differ by up to 5 % in speed, and
-the difference persists over epochs (where the allocator placed their parameters), which is
-larger than the overhead this script measures. Step B is the null control: the ``plain (B/A)``
-row is the same loop measured the same way, so its distance from 1 is the method's resolution.
+identical plain loops on model instances built one after the other in one process differed here
+by 3 to 10 % in speed (four instances: 2.53 to 2.77 s an epoch), for as long as they ran (most
+likely where the allocator placed their parameters), more than the overhead this script
+measures. Step B is the null control: the "null control" line is the same loop measured the
+same way, so its distance from 1 is the method's resolution.
 
 Each round is one epoch of every contender; the ratio (plain time / contender time; 1.0 is no
 overhead, below 1.0 slower than the plain loop) is the median over rounds after a warm-up round,
