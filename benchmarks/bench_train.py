@@ -241,7 +241,7 @@ def pythae_contender(x: torch.Tensor, out_dir: str) -> Contender | None:
 
     def interleave() -> Timing:
         timing = Timing()
-        trainer.train_loader = Interleaved(loader, step, lambda batch: batch["data"].reshape(BATCH, -1), timing)
+        trainer.train_loader = Interleaved(loader, step, lambda batch: batch["data"].flatten(1), timing)
         return timing
 
     def restore() -> None:
