@@ -55,6 +55,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from vaecore.config import structure_config
+from vaecore.data.loaders import load_binarized_mnist
 from vaecore.plugin_manager import ENTRY_POINT_GROUP, PluginRegistry
 from vaecore.trainer import Trainer
 
@@ -337,8 +338,6 @@ def main() -> None:
             contenders["vaecore+stack"] = vaecore_contender(args.train_size, stack, f"{tmp}/stack")
         else:
             print(f"vaecore+stack skipped: none of {args.stack} is installed")
-        from vaecore.data.loaders import load_binarized_mnist
-
         pythae = pythae_contender(load_binarized_mnist().train.x[: args.train_size], f"{tmp}/pythae")
         if pythae is None:
             print("pythae skipped: not installed (pip install -c constraints.txt pythae)")
